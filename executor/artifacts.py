@@ -1,0 +1,83 @@
+"""What an execution left in /mnt/data, read without following a single symlink.
+
+Runs after the container is gone, so nothing changes under our feet. Only regular files are
+considered; symlinks, FIFOs, sockets and devices are skipped; every open uses O_NOFOLLOW.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+# Files an execution may hand back (the official service's idea: source, text and data,
+# documents, images, fonts, archives). A file without one of these extensions stays behind.
+ALLOWED_EXTENSIONS = frozenset(
+    """
+    txt md markdown rst csv tsv json jsonl ndjson geojson xml yaml yml toml ini cfg conf log env properties
+    html htm css scss js mjs cjs ts tsx jsx vue svelte py pyi ipynb r rmd jl sql sh bash zsh ps1 bat
+    c h cc cpp cxx hpp hh java kt kts scala php rs go d f f90 f95 f03 rb pl lua swift dart hs ml ex exs
+    erl clj lisp el vim tex bib sty cls rtf pdf doc docx xls xlsx xlsm ods odt odp ppt pptx key pages epub
+    png jpg jpeg gif bmp tif tiff webp svg ico avif heic eps ps
+    ttf otf woff woff2
+    zip tar gz tgz bz2 xz zst 7z rar
+    parquet feather arrow orc avro npy npz pkl pickle joblib h5 hdf5 nc mat sav dta sqlite sqlite3 db
+    mp3 wav ogg flac m4a mp4 webm mov avi mkv gpx kml kmz dot gv graphml gexf pdb mol sdf stl obj ply gltf glb
+    tf hcl tfvars dockerfile diff patch
+    """.split()
+)
+
+
+@dataclass
+class FoundFile:
+    name: str  # relative to /mnt/data
+    path: Path
+    size: int
+
+
+def extension_allowed(name: str) -> bool:
+    base = name.rsplit("/", 1)[-1]
+    return "." in base[1:] and base.rsplit(".", 1)[1].lower() in ALLOWED_EXTENSIONS
+
+
+def walk(data_dir: Path, max_depth: int, keep_hidden: set[str]) -> tuple[list[FoundFile], list[dict]]:
+    """Regular files below data_dir, and what was passed over (too deep)."""
+    found: list[FoundFile] = []
+    skipped: list[dict] = []
+
+    def visit(folder: Path, prefix: str, depth: int) -> None:
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:
+            return
+        for entry in entries:
+            rel = f"{prefix}{entry.name}"
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                if entry.name.startswith(".") and rel not in keep_hidden:
+                    continue
+                if depth + 1 >= max_depth:
+                    skipped.append({"name": rel + "/", "reason": "max_depth"})
+                    continue
+                visit(Path(entry.path), rel + "/", depth + 1)
+            elif stat.S_ISREG(info.st_mode):
+                found.append(FoundFile(rel, Path(entry.path), info.st_size))
+
+    visit(data_dir, "", 0)
+    return found, skipped
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise OSError("not a regular file")
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

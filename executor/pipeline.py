@@ -1,0 +1,292 @@
+"""One /exec, top to bottom:
+
+validate -> lease a slot -> fresh work area with the files[] inputs -> run (backend) ->
+compare the work dir with its start (new, modified, inherited, deleted) -> store outputs
+under the exec session id -> release the slot, audit -> response.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.conf import settings
+
+from audit.events import record
+from sandbox_project.errors import ApiError, bad_request
+from storage import store
+from storage.ids import is_valid_id
+from storage.models import StoredFile
+from storage.names import InvalidName, check_relative_name
+
+from . import slots
+from .artifacts import extension_allowed, sha256_of, walk
+from .backends import get_backend
+from .backends.base import Limits, RunResult, RunSpec
+from .languages import BUILD_DIR, Language, find_language
+from .workspace import Workspace, WorkspaceError
+
+log = logging.getLogger("sandbox.exec")
+LEASE_MARGIN_S = 30  # copying inputs and outputs on top of the run itself
+
+
+@dataclass
+class ExecRequest:
+    language: Language
+    code: str
+    args: list[str]
+    inputs: dict[str, StoredFile]  # name under /mnt/data -> stored file
+    user_id: str | None
+    timeout_ms: int | None
+    requested_lang: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+# -- validation ------------------------------------------------------------------------------
+def parse_request(data, caller) -> ExecRequest:
+    if not isinstance(data, dict):
+        raise bad_request("The request body must be a JSON object")
+    lang = data.get("lang")
+    if not isinstance(lang, str) or not lang.strip():
+        raise bad_request("'lang' must be a non-empty string")
+    language = find_language(lang)
+    if language is None:
+        raise ApiError(400, f"Unsupported language: {lang}")
+    code = data.get("code")
+    if not isinstance(code, str):
+        raise bad_request("'code' must be a string")
+    args = data.get("args") or []
+    if isinstance(args, str):
+        args = [args]
+    if not isinstance(args, list) or not all(isinstance(a, (str, int, float)) for a in args):
+        raise bad_request("'args' must be a list of strings")
+    timeout = data.get("timeout")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+        timeout = None  # honoured when sensible, never a reason to reject (spec item 10)
+    user_id = caller.user_id or _text(data.get("user_id"))
+    return ExecRequest(
+        language=language,
+        code=code,
+        args=[str(a) for a in args],
+        inputs=resolve_inputs(data.get("files"), caller),
+        user_id=user_id,
+        timeout_ms=int(timeout) if timeout else None,
+        requested_lang=lang,
+    )
+
+
+def _text(value) -> str | None:
+    return value.strip()[:255] or None if isinstance(value, str) else None
+
+
+def resolve_inputs(refs, caller) -> dict[str, StoredFile]:
+    """files[] refs of both generations -> {name: StoredFile}; the last ref for a name wins.
+
+    A file is found by its id alone (ids are global): era-A clients re-send refs with the
+    latest exec session id, which need not be where the bytes live (spec §E1).
+    """
+    if refs in (None, ""):
+        return {}
+    if not isinstance(refs, list):
+        raise bad_request("'files' must be a list of file references")
+    if len(refs) > settings.SANDBOX_MAX_INPUT_FILES:
+        raise bad_request(f"at most {settings.SANDBOX_MAX_INPUT_FILES} input files per execution")
+    inputs: dict[str, StoredFile] = {}
+    for ref in refs:
+        if not isinstance(ref, dict):
+            raise bad_request("each entry of 'files' must be an object")
+        file_id = ref.get("id") or ref.get("fileId")
+        if not is_valid_id(file_id):
+            raise bad_request(f"file id {str(file_id)[:64]!r} is not a 21-character id")
+        stored = store.find_file(file_id)
+        if stored is None:
+            raise ApiError(404, "File not found", f"input file {file_id} does not exist or has expired")
+        if not store.may_access(caller, stored.session):
+            raise ApiError(403, "Unauthorized file reference", f"input file {file_id} belongs to another user")
+        name = ref.get("name") or stored.name
+        try:
+            check_relative_name(name, settings.SANDBOX_MAX_OUTPUT_DEPTH)
+        except InvalidName as error:
+            raise bad_request(f"file name {str(name)[:300]!r}: {error}") from None
+        inputs.pop(name, None)
+        inputs[name] = stored
+    names = set(inputs)
+    for name in names:  # "a" and "a/b" cannot both exist
+        parts = name.split("/")
+        if any("/".join(parts[:i]) in names for i in range(1, len(parts))):
+            raise bad_request(f"input {name!r} lies inside another input file")
+    return inputs
+
+
+# -- running ---------------------------------------------------------------------------------
+def command_for(language: Language, source: str, args: list[str], limits: Limits) -> tuple[list[str], int]:
+    """The argv inside the container, and the container's whole wall-clock budget in ms."""
+    run = [*language.fill(language.run, source), *args]
+    if not language.compile:
+        return run, limits.timeout_ms
+    compile_s = limits.compile_timeout_ms / 1000
+    run_s = limits.timeout_ms / 1000
+    # Compile and run in one container, each step under its own coreutils `timeout`
+    # (exit 124 = time limit); compiler chatter goes to stderr, never mixed into stdout.
+    script = (
+        f"mkdir -p {BUILD_DIR} || exit 1; "
+        f"timeout -k 1 {compile_s:g} {shlex.join(language.fill(language.compile, source))} 1>&2; rc=$?; "
+        f'if [ $rc -eq 124 ]; then echo "Compilation timed out after {compile_s:g} s" >&2; fi; '
+        f"[ $rc -eq 0 ] || exit $rc; "
+        f'exec timeout -k 1 {run_s:g} {shlex.join(language.fill(language.run, source))} "$@"'
+    )
+    return ["sh", "-c", script, "main", *args], int((compile_s + run_s + 2) * 1000)
+
+
+def execute(data, caller, request=None) -> dict:
+    req = parse_request(data, caller)
+    limits = Limits.from_settings(req.timeout_ms)
+    source = req.language.source_name(req.code)
+    argv, budget_ms = command_for(req.language, source, req.args, limits)
+    started = time.monotonic()
+    with slots.lease(budget_ms / 1000 + LEASE_MARGIN_S) as slot:
+        session = store.new_session("exec", req.user_id)
+        try:
+            result, response = _run_in_workspace(req, session, source, argv, budget_ms, limits)
+        except BaseException as error:
+            store.delete_session(session)
+            record("exec", request, status="error", user_id=req.user_id, session_id=session.id,
+                   execution={"lang": req.language.key}, error=str(error)[:500])
+            if isinstance(error, WorkspaceError):
+                log.error("work area failed", extra={"error": str(error)})
+                raise ApiError(503, "sandbox_unavailable", str(error)) from None
+            raise
+    duration_ms = int((time.monotonic() - started) * 1000)
+    generated = [f for f in response["files"] if not f.get("inherited")]
+    record(
+        "exec",
+        request,
+        status="success",
+        user_id=req.user_id,
+        session_id=session.id,
+        details={"queueMs": slot["queue_ms"], "args": len(req.args), "inputs": len(req.inputs)},
+        execution={
+            "lang": req.language.key,
+            "durationMs": duration_ms,
+            "exitCode": result.exit_code,
+            "memoryMB": round(result.peak_memory_bytes / 1048576, 1) if result.peak_memory_bytes else None,
+            "filesGenerated": len(generated),
+            "timedOut": result.timed_out,
+            "oomKilled": result.oom_killed,
+            "cpuMs": result.cpu_ms,
+        },
+    )
+    return response
+
+
+def _run_in_workspace(req, session, source, argv, budget_ms, limits):
+    area = store.session_dir(session) / "workspace" / f"exec_{session.id}"
+    with Workspace(area, limits.disk_mb, len(req.code.encode())) as ws:
+        ws.write_code(source, req.code)
+        for name, stored in req.inputs.items():
+            ws.place_input(name, store.absolute_path(stored))
+        spec = RunSpec(session.id, ws.data, ws.code, argv, limits, budget_ms)
+        result = get_backend().run(spec)
+        files, deleted, truncation = collect_outputs(ws.data, req.inputs, session)
+    response = {
+        "session_id": session.id,
+        "stdout": result.stdout,
+        "stderr": result.stderr + explain(result, req.language, limits),
+        "files": files,
+        "language": req.language.key,
+        "run": {
+            "code": result.exit_code,
+            "signal": result.signal,
+            "timed_out": result.timed_out,
+            "oom_killed": result.oom_killed,
+            "output_truncated": result.output_truncated,
+            "wall_time": result.wall_ms,
+            "cpu_time": result.cpu_ms,
+            "memory": result.peak_memory_bytes,
+        },
+    }
+    if deleted:
+        response["deleted_files"] = deleted
+    if truncation:
+        response["artifact_truncation"] = truncation
+    return result, response
+
+
+def explain(result: RunResult, language: Language, limits: Limits) -> str:
+    """Plain words for the model when the sandbox, not the program, ended the run."""
+    notes = []
+    if result.timed_out or (language.compile and result.exit_code == 124):
+        result.timed_out = True
+        if "Compilation timed out" not in result.stderr:
+            notes.append(f"Time limit exceeded: the program ran longer than {limits.timeout_ms / 1000:g} s and was stopped.")
+    if result.oom_killed:
+        notes.append(f"Out of memory: the program needed more than {limits.memory_mb} MB and was killed.")
+    if result.output_truncated:
+        notes.append(f"Output truncated: stdout/stderr may hold at most {limits.output_max_bytes} bytes each; the program was stopped.")
+    if not notes:
+        return ""
+    return ("\n" if result.stderr and not result.stderr.endswith("\n") else "") + "\n".join(notes) + "\n"
+
+
+# -- collecting ------------------------------------------------------------------------------
+def collect_outputs(data_dir: Path, inputs: dict[str, StoredFile], session):
+    """(files[], deleted_files[], artifact_truncation[]) for the response."""
+    hidden_with_inputs = {"/".join(n.split("/")[: i + 1]) for n in inputs for i in range(n.count("/"))}
+    found, truncation = walk(data_dir, settings.SANDBOX_MAX_OUTPUT_DEPTH, hidden_with_inputs)
+    present = {f.name for f in found}
+    deleted = [name for name in inputs if name not in present]
+    max_files = settings.SANDBOX_MAX_OUTPUT_FILES
+    max_bytes = settings.SANDBOX_MAX_OUTPUT_FILE_MB << 20
+    generated, inherited = [], []
+    for item in found:
+        original = inputs.get(item.name)
+        digest = None
+        if original is not None:
+            if original.size == item.size:
+                digest = _digest(item.path)
+            if original.read_only or (digest is not None and digest == original.sha256):
+                inherited.append(original)  # read-only inputs are never surfaced as outputs
+                continue
+        if not extension_allowed(item.name):
+            truncation.append({"name": item.name, "reason": "unsupported_extension"})
+            continue
+        if item.size > max_bytes:
+            truncation.append({"name": item.name, "reason": "file_too_large", "size": item.size})
+            continue
+        digest = digest or _digest(item.path)
+        if digest is None:
+            continue
+        if len(generated) >= max_files:
+            truncation.append({"name": item.name, "reason": "max_files"})
+            continue
+        stored = store.save_output(session, item.path, item.name, item.size, digest, modified_from=original)
+        generated.append(stored)
+    files = [file_ref(f, session.id) for f in generated] + [file_ref(f, None, inherited=True) for f in inherited]
+    return files, deleted, truncation
+
+
+def _digest(path: Path) -> str | None:
+    try:
+        return sha256_of(path)
+    except OSError:
+        return None
+
+
+def file_ref(stored: StoredFile, exec_session_id: str | None, inherited: bool = False) -> dict:
+    sid = stored.session_id
+    ref = {
+        "id": stored.id,
+        "name": stored.name,
+        "storage_session_id": sid,
+        "session_id": sid,
+        "size": stored.size,
+        "contentType": stored.content_type,
+    }
+    if inherited:
+        ref["inherited"] = True
+    if stored.modified_from_id:
+        ref["modified_from"] = {"id": stored.modified_from_id, "storage_session_id": stored.modified_from.session_id}
+    return ref

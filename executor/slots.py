@@ -1,0 +1,107 @@
+"""Leasing execution slots from the slot table (see models.py)."""
+
+from __future__ import annotations
+
+import math
+import random
+import secrets
+import time
+from contextlib import contextmanager
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from sandbox_project.errors import ApiError
+
+from .models import ExecutionSlot, SlotWaiter
+
+POLL_S = (0.02, 0.25)  # first and largest pause between attempts
+_synced_for: int | None = None
+
+
+def ensure_slots() -> None:
+    """Makes the table hold exactly SANDBOX_MAX_CONCURRENT_EXECUTIONS rows (once per process)."""
+    global _synced_for
+    wanted = settings.SANDBOX_MAX_CONCURRENT_EXECUTIONS
+    if _synced_for == wanted:
+        return
+    ExecutionSlot.objects.bulk_create([ExecutionSlot(number=n) for n in range(1, wanted + 1)], ignore_conflicts=True)
+    ExecutionSlot.objects.filter(number__gt=wanted).delete()
+    _synced_for = wanted
+
+
+def _free_now(now):
+    return Q(holder="") | Q(leased_until__lt=now)
+
+
+def try_acquire(token: str, lease_s: float) -> int | None:
+    now = timezone.now()
+    candidates = list(ExecutionSlot.objects.filter(_free_now(now)).values_list("number", flat=True))
+    random.shuffle(candidates)  # workers racing for the same row would all retry together
+    for number in candidates:
+        taken = ExecutionSlot.objects.filter(_free_now(now), number=number).update(
+            holder=token, leased_at=now, leased_until=now + timedelta(seconds=lease_s)
+        )
+        if taken:
+            return number
+    return None
+
+
+def release(number: int, token: str) -> None:
+    ExecutionSlot.objects.filter(number=number, holder=token).update(holder="", leased_at=None, leased_until=None)
+
+
+def queue_depth() -> int:
+    return SlotWaiter.objects.filter(waiting_until__gt=timezone.now()).count()
+
+
+def free_slots() -> int:
+    return ExecutionSlot.objects.filter(_free_now(timezone.now())).count()
+
+
+def rate_limited(reason: str) -> ApiError:
+    # A slot frees within about one typical run; suggest a short, bounded pause.
+    retry = max(1, min(60, math.ceil(settings.SANDBOX_QUEUE_TIMEOUT_MS / 1000 / 4) or 1))
+    return ApiError(
+        429,
+        "rate_limited",
+        f"Too many code executions at once ({reason}). Please retry in {retry} seconds.",
+        headers={"Retry-After": str(retry)},
+        retry_after_seconds=retry,
+    )
+
+
+@contextmanager
+def lease(lease_s: float):
+    """Holds one slot for the block; waits up to SANDBOX_QUEUE_TIMEOUT_MS, else 429."""
+    ensure_slots()
+    token = secrets.token_hex(16)
+    number = try_acquire(token, lease_s)
+    waited_from = time.monotonic()
+    if number is None:
+        number = _wait_for_slot(token, lease_s)
+    try:
+        yield {"slot": number, "queue_ms": int((time.monotonic() - waited_from) * 1000)}
+    finally:
+        release(number, token)
+
+
+def _wait_for_slot(token: str, lease_s: float) -> int:
+    queue_s = settings.SANDBOX_QUEUE_TIMEOUT_MS / 1000
+    if queue_s <= 0 or queue_depth() >= settings.SANDBOX_MAX_QUEUE:
+        raise rate_limited("the queue is full")
+    give_up = time.monotonic() + queue_s
+    SlotWaiter.objects.create(token=token, waiting_until=timezone.now() + timedelta(seconds=queue_s + 5))
+    pause = POLL_S[0]
+    try:
+        while time.monotonic() < give_up:
+            time.sleep(min(pause, max(0.0, give_up - time.monotonic())))
+            number = try_acquire(token, lease_s)
+            if number is not None:
+                return number
+            pause = min(POLL_S[1], pause * 1.5)
+        raise rate_limited("no slot became free in time")
+    finally:
+        SlotWaiter.objects.filter(token=token).delete()

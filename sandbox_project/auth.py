@@ -1,0 +1,127 @@
+"""Who may call the Code API, and who they are.
+
+Accepted, in any combination (clients of different generations send different things, and a
+request carrying two kinds of header is never rejected for it):
+- `X-API-Key: <key>` or `Authorization: Bearer <key>` equal to SANDBOX_API_KEY
+  (LIBRECHAT_CODE_API_KEY), compared in constant time;
+- `Authorization: Bearer <JWT>` minted by LibreChat >= v0.8.6 (EdDSA or RS256, iss/aud/exp
+  checked) when a public key or JWKS file is configured; its `sub` is the user id;
+- nothing at all, only when SANDBOX_AUTH_OPEN=true.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import jwt
+from django.conf import settings
+from rest_framework import authentication, exceptions, permissions
+
+from audit.events import record_auth_failure
+
+log = logging.getLogger("sandbox.auth")
+JWT_ALGORITHMS = ["EdDSA", "RS256"]
+
+
+@dataclass(frozen=True)
+class Caller:
+    method: str  # "api_key" | "jwt" | "open"
+    user_id: str | None = None
+    is_authenticated: bool = True
+
+
+@lru_cache(maxsize=1)
+def _jwt_keys() -> tuple[dict, list]:
+    """({kid: key}, [keys without kid]) from the configured PEM and/or JWKS file."""
+    by_kid: dict = {}
+    anonymous: list = []
+    pem = settings.SANDBOX_JWT_PUBLIC_KEY
+    if settings.SANDBOX_JWT_PUBLIC_KEY_FILE:
+        pem = Path(settings.SANDBOX_JWT_PUBLIC_KEY_FILE).read_text()
+    if pem:
+        from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+        anonymous.append(load_pem_public_key(pem.replace("\\n", "\n").encode()))
+    if settings.SANDBOX_JWT_JWKS_FILE:
+        jwks = jwt.PyJWKSet.from_json(Path(settings.SANDBOX_JWT_JWKS_FILE).read_text())
+        for key in jwks.keys:
+            if key.key_id:
+                by_kid[key.key_id] = key.key
+            else:
+                anonymous.append(key.key)
+    return by_kid, anonymous
+
+
+def jwt_configured() -> bool:
+    return bool(settings.SANDBOX_JWT_PUBLIC_KEY or settings.SANDBOX_JWT_PUBLIC_KEY_FILE or settings.SANDBOX_JWT_JWKS_FILE)
+
+
+def verify_jwt(token: str) -> str:
+    """Returns the token's `sub`; raises jwt.InvalidTokenError when it is not acceptable."""
+    by_kid, anonymous = _jwt_keys()
+    kid = jwt.get_unverified_header(token).get("kid")
+    candidates = [by_kid[kid]] if kid in by_kid else [*anonymous, *by_kid.values()]
+    last_error: Exception = jwt.InvalidTokenError("no key configured")
+    for key in candidates:
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=JWT_ALGORITHMS,
+                audience=settings.SANDBOX_JWT_AUDIENCE,
+                issuer=settings.SANDBOX_JWT_ISSUER,
+                options={"require": ["exp", "sub"]},
+                leeway=5,
+            )
+            return str(claims["sub"])
+        except jwt.InvalidTokenError as error:
+            last_error = error
+    raise last_error
+
+
+def _key_matches(presented: str) -> bool:
+    expected = settings.SANDBOX_API_KEY
+    return bool(expected) and hmac.compare_digest(presented.encode(), expected.encode())
+
+
+def identify(api_key: str, bearer: str) -> Caller | None:
+    """The caller, or None when the credentials (or their absence) are not acceptable."""
+    for presented in (api_key, bearer):
+        if presented and _key_matches(presented):
+            return Caller("api_key")
+    if bearer and bearer.count(".") == 2 and jwt_configured():
+        try:
+            return Caller("jwt", verify_jwt(bearer))
+        except (jwt.InvalidTokenError, ValueError) as error:
+            log.info("bearer token rejected", extra={"reason": str(error)})
+    if settings.SANDBOX_AUTH_OPEN:
+        return Caller("open")
+    return None
+
+
+class CodeApiAuthentication(authentication.BaseAuthentication):
+    def authenticate(self, request):
+        api_key = request.headers.get("X-API-Key", "").strip()
+        header = request.headers.get("Authorization", "").strip()
+        bearer = header[7:].strip() if header[:7].lower() == "bearer " else ""
+        caller = identify(api_key, bearer)
+        if caller is None:
+            presented = "x-api-key" if api_key else ("bearer" if bearer else "none")
+            record_auth_failure(request, presented)
+            if not (settings.SANDBOX_API_KEY or jwt_configured()):
+                raise exceptions.AuthenticationFailed("This server has no credential configured (set SANDBOX_API_KEY)")
+            raise exceptions.AuthenticationFailed("Missing or invalid credentials")
+        return caller, None
+
+    def authenticate_header(self, request):
+        return 'Bearer realm="codeapi"'
+
+
+class IsCodeApiClient(permissions.BasePermission):
+    def has_permission(self, request, view):
+        return isinstance(request.user, Caller)

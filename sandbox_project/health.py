@@ -1,0 +1,35 @@
+"""GET /health: is the server able to run code right now? Never needs credentials."""
+
+from django.db import connection
+from rest_framework.decorators import api_view, authentication_classes, permission_classes
+from rest_framework.response import Response
+
+
+def database_ok() -> dict:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return {"ok": True}
+    except Exception as error:
+        return {"ok": False, "error": str(error)[:200]}
+
+
+@api_view(["GET"])
+@authentication_classes([])
+@permission_classes([])
+def health(request):
+    from django.conf import settings
+
+    from executor import slots
+    from executor.backends import get_backend
+
+    database = database_ok()
+    try:
+        engine = get_backend().health()
+    except Exception as error:
+        engine = {"ok": False, "error": str(error)[:200]}
+    body = {"status": "ok" if database["ok"] and engine["ok"] else "degraded", "database": database, "engine": engine}
+    if database["ok"]:
+        body["slots"] = {"total": settings.SANDBOX_MAX_CONCURRENT_EXECUTIONS, "free": slots.free_slots(),
+                         "queue": slots.queue_depth(), "max_queue": settings.SANDBOX_MAX_QUEUE}
+    return Response(body, status=200 if body["status"] == "ok" else 503)

@@ -1,0 +1,156 @@
+"""Django settings. Every environment variable is read here, through sandbox_project.config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import config as c
+from .logging_config import build_logging
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+# --- where things live -------------------------------------------------------------------
+SANDBOX_PORT = c.integer("SANDBOX_PORT", 3081, 1, 65535)
+SANDBOX_HOST = c.text("SANDBOX_HOST", "127.0.0.1")
+SANDBOX_DATA_DIR = (BASE_DIR / c.text("SANDBOX_DATA_DIR", "./var")).resolve()
+# A relative storage path is taken inside the data dir, so the seed's default `./storage`
+# lands in ./var/storage: user files never mix with the source tree (or the `storage` app).
+SANDBOX_STORAGE_PATH = (SANDBOX_DATA_DIR / c.text("SANDBOX_STORAGE_PATH", "./storage")).resolve()
+(SANDBOX_STORAGE_PATH / ".incoming").mkdir(parents=True, exist_ok=True, mode=0o700)
+
+# --- auth ---------------------------------------------------------------------------------
+# The seed's two names for the shared key; SANDBOX_API_KEY wins when both are set.
+SANDBOX_API_KEY = c.text("SANDBOX_API_KEY") or c.text("LIBRECHAT_CODE_API_KEY")
+SANDBOX_AUTH_OPEN = c.boolean("SANDBOX_AUTH_OPEN", False)
+SANDBOX_JWT_PUBLIC_KEY = c.text("SANDBOX_JWT_PUBLIC_KEY")
+SANDBOX_JWT_PUBLIC_KEY_FILE = c.text("SANDBOX_JWT_PUBLIC_KEY_FILE")
+SANDBOX_JWT_JWKS_FILE = c.text("SANDBOX_JWT_JWKS_FILE")
+SANDBOX_JWT_ISSUER = c.text("SANDBOX_JWT_ISSUER", "librechat")
+SANDBOX_JWT_AUDIENCE = c.text("SANDBOX_JWT_AUDIENCE", "codeapi")
+for _name in ("SANDBOX_JWT_PUBLIC_KEY_FILE", "SANDBOX_JWT_JWKS_FILE"):
+    if globals()[_name] and not Path(globals()[_name]).is_file():
+        raise c.ImproperlyConfigured(f"{_name} must name a readable file, got {globals()[_name]!r}")
+
+# --- execution ----------------------------------------------------------------------------
+SANDBOX_BACKEND = c.choice("SANDBOX_BACKEND", "docker", c.BACKENDS)
+SANDBOX_DOCKER_IMAGE = c.text("SANDBOX_DOCKER_IMAGE", "librechat/sandbox-executor:latest")
+SANDBOX_DOCKER_RUNTIME = c.choice("SANDBOX_DOCKER_RUNTIME", "runc", c.RUNTIMES)
+SANDBOX_DOCKER_HOST = c.text("SANDBOX_DOCKER_HOST") or c.text("DOCKER_HOST")
+SANDBOX_TIMEOUT_MS = c.integer("SANDBOX_TIMEOUT_MS", 30000, 100, 3_600_000)
+SANDBOX_COMPILE_TIMEOUT_MS = c.integer("SANDBOX_COMPILE_TIMEOUT_MS", 30000, 100, 3_600_000)
+SANDBOX_MEMORY_MB = c.integer("SANDBOX_MEMORY_MB", 512, 32, 1_048_576)
+SANDBOX_PIDS_LIMIT = c.integer("SANDBOX_PIDS_LIMIT", 128, 8, 1_000_000)
+SANDBOX_CPUS = c.number("SANDBOX_CPUS", 1.0, 0.01)
+SANDBOX_OUTPUT_MAX_BYTES = c.integer("SANDBOX_OUTPUT_MAX_BYTES", 1 << 20, 1024)
+SANDBOX_DISK_MB = c.integer("SANDBOX_DISK_MB", 256, 1)
+SANDBOX_TMP_MB = c.integer("SANDBOX_TMP_MB", 128, 1)
+SANDBOX_NOFILE = c.integer("SANDBOX_NOFILE", 1024, 64, 1_048_576)
+SANDBOX_MAX_CONCURRENT_EXECUTIONS = c.integer("SANDBOX_MAX_CONCURRENT_EXECUTIONS", 5, 1, 1000)
+SANDBOX_MAX_QUEUE = c.integer("SANDBOX_MAX_QUEUE", 10, 0, 10000)
+SANDBOX_QUEUE_TIMEOUT_MS = c.integer("SANDBOX_QUEUE_TIMEOUT_MS", 30000, 0, 3_600_000)
+
+# --- files --------------------------------------------------------------------------------
+SANDBOX_MAX_UPLOAD_MB = c.integer("SANDBOX_MAX_UPLOAD_MB", 150, 1)
+SANDBOX_MAX_BATCH_FILES = c.integer("SANDBOX_MAX_BATCH_FILES", 200, 1)
+SANDBOX_MAX_INPUT_FILES = c.integer("SANDBOX_MAX_INPUT_FILES", 256, 0)
+SANDBOX_MAX_OUTPUT_FILES = c.integer("SANDBOX_MAX_OUTPUT_FILES", 50, 0)
+SANDBOX_MAX_OUTPUT_FILE_MB = c.integer("SANDBOX_MAX_OUTPUT_FILE_MB", 10, 1)
+SANDBOX_MAX_OUTPUT_DEPTH = c.integer("SANDBOX_MAX_OUTPUT_DEPTH", 10, 1, 64)
+SANDBOX_FILE_TTL_HOURS = c.integer("SANDBOX_FILE_TTL_HOURS", 24, 1)
+SANDBOX_MAX_JSON_MB = c.integer("SANDBOX_MAX_JSON_MB", 50, 1)
+
+# --- audit and logs -----------------------------------------------------------------------
+MONGO_URI = c.text("MONGO_URI")
+MONGO_MAX_POOL_SIZE = c.integer("MONGO_MAX_POOL_SIZE", 10, 1)
+MONGO_MIN_POOL_SIZE = c.integer("MONGO_MIN_POOL_SIZE", 2, 0)
+if MONGO_MIN_POOL_SIZE > MONGO_MAX_POOL_SIZE:
+    raise c.ImproperlyConfigured("MONGO_MIN_POOL_SIZE must not exceed MONGO_MAX_POOL_SIZE")
+SANDBOX_AUDIT_TTL_DAYS = c.integer("SANDBOX_AUDIT_TTL_DAYS", 0, 0)  # 0 = keep forever
+SANDBOX_LOG_LEVEL = c.choice("SANDBOX_LOG_LEVEL", "info", c.LOG_LEVELS)
+LOGGING = build_logging(SANDBOX_LOG_LEVEL)
+
+# --- Django -------------------------------------------------------------------------------
+SECRET_KEY = c.text("DJANGO_SECRET_KEY") or c.persistent_secret(SANDBOX_DATA_DIR / "django-secret-key")
+DEBUG = c.boolean("DJANGO_DEBUG", False)
+ALLOWED_HOSTS = [h.strip() for h in c.text("DJANGO_ALLOWED_HOSTS", "*").split(",") if h.strip()]
+CSRF_TRUSTED_ORIGINS = [o.strip() for o in c.text("DJANGO_CSRF_TRUSTED_ORIGINS").split(",") if o.strip()]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "storage",
+    "executor",
+    "audit",
+]
+
+MIDDLEWARE = [
+    "sandbox_project.middleware.NormalizePathMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+APPEND_SLASH = False  # the API is served with and without trailing slashes (middleware)
+
+ROOT_URLCONF = "sandbox_project.urls"
+WSGI_APPLICATION = "sandbox_project.wsgi.application"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+DATABASES = {
+    "default": c.env.db_url("DATABASE_URL", default=f"sqlite:///{SANDBOX_DATA_DIR / 'db.sqlite3'}"),
+}
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # Several gunicorn workers write the slot table: wait for the lock instead of failing,
+    # and use WAL so readers never block the writer.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
+    )
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+USE_TZ = True
+TIME_ZONE = "UTC"
+LANGUAGE_CODE = "en-us"
+STATIC_URL = "static/"
+STATIC_ROOT = SANDBOX_DATA_DIR / "static"
+
+# Uploads always stream to a temporary file on the storage volume (never whole in memory),
+# so the final rename is atomic and on the same file system.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 0
+FILE_UPLOAD_TEMP_DIR = str(SANDBOX_STORAGE_PATH / ".incoming")
+FILE_UPLOAD_HANDLERS = ["storage.uploads.CappedUploadHandler"]
+DATA_UPLOAD_MAX_MEMORY_SIZE = SANDBOX_MAX_JSON_MB << 20
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 1000
+DATA_UPLOAD_MAX_NUMBER_FILES = SANDBOX_MAX_BATCH_FILES
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["sandbox_project.auth.CodeApiAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["sandbox_project.auth.IsCodeApiClient"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.JSONParser",
+        "storage.parsers.CodeApiMultiPartParser",
+    ],
+    "EXCEPTION_HANDLER": "sandbox_project.errors.json_exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}

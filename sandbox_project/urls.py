@@ -1,0 +1,27 @@
+"""Routes. NormalizePathMiddleware has already removed a `/v1` prefix, duplicate slashes and a
+trailing slash, so each API route is listed once."""
+
+from django.contrib import admin
+from django.urls import path
+
+from executor.views import ExecViewSet, RuntimeViewSet
+from storage.views import FileViewSet, UploadViewSet
+
+from .health import health
+
+handler400 = "sandbox_project.errors.json_400"
+handler404 = "sandbox_project.errors.json_404"
+handler500 = "sandbox_project.errors.json_500"
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("health", health),
+    path("exec", ExecViewSet.as_view({"post": "create"})),
+    path("runtimes", RuntimeViewSet.as_view({"get": "list"})),
+    path("upload", UploadViewSet.as_view({"post": "create"})),
+    path("upload/batch", UploadViewSet.as_view({"post": "batch"})),
+    path("download/<str:session_id>/<str:file_id>", FileViewSet.as_view({"get": "download"})),
+    path("sessions/<str:session_id>/objects/<str:file_id>", FileViewSet.as_view({"get": "metadata", "delete": "destroy"})),
+    path("files/<str:session_id>", FileViewSet.as_view({"get": "listing"})),
+    path("files/<str:session_id>/<str:file_id>", FileViewSet.as_view({"delete": "destroy"})),
+]
