@@ -8,6 +8,8 @@ from . import config as c
 from .logging_config import build_logging
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+if (BASE_DIR / ".env").is_file():
+    c.env.read_env(BASE_DIR / ".env")  # real environment variables win
 
 # --- where things live -------------------------------------------------------------------
 SANDBOX_PORT = c.integer("SANDBOX_PORT", 3081, 1, 65535)
@@ -48,6 +50,8 @@ SANDBOX_NOFILE = c.integer("SANDBOX_NOFILE", 1024, 64, 1_048_576)
 SANDBOX_MAX_CONCURRENT_EXECUTIONS = c.integer("SANDBOX_MAX_CONCURRENT_EXECUTIONS", 5, 1, 1000)
 SANDBOX_MAX_QUEUE = c.integer("SANDBOX_MAX_QUEUE", 10, 0, 10000)
 SANDBOX_QUEUE_TIMEOUT_MS = c.integer("SANDBOX_QUEUE_TIMEOUT_MS", 30000, 0, 3_600_000)
+SANDBOX_WORKERS = c.integer("SANDBOX_WORKERS", 2, 1, 64)
+SANDBOX_THREADS = c.integer("SANDBOX_THREADS", 16, 1, 256)
 
 # --- files --------------------------------------------------------------------------------
 SANDBOX_MAX_UPLOAD_MB = c.integer("SANDBOX_MAX_UPLOAD_MB", 150, 1)

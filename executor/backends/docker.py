@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import select
+import socket
 import time
 
 import docker
@@ -20,6 +21,7 @@ from docker.types import LogConfig, Mount, Ulimit
 
 from .base import SANDBOX_UID, RunResult, RunSpec
 from .cgroups import Accounting
+from .seccomp import PROFILE_JSON
 
 log = logging.getLogger("sandbox.docker")
 
@@ -90,16 +92,12 @@ class DockerBackend:
                 Mount("/mnt/code", str(spec.code_dir), type="bind", read_only=True),
             ],
             cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
+            security_opt=["no-new-privileges", f"seccomp={PROFILE_JSON}"],
             mem_limit=f"{limits.memory_mb}m",
             memswap_limit=f"{limits.memory_mb}m",
-            pids_limit=limits.pids,
+            pids_limit=self._host_pids(limits),
             nano_cpus=int(limits.cpus * 1e9),
-            ulimits=[
-                Ulimit(name="nofile", soft=limits.nofile, hard=limits.nofile),
-                Ulimit(name="fsize", soft=limits.disk_mb << 20, hard=limits.disk_mb << 20),
-                Ulimit(name="core", soft=0, hard=0),
-            ],
+            ulimits=self._ulimits(limits),
             init=True,
             runtime=self.runtime,
             cgroup_parent=cgroup_parent,
@@ -131,6 +129,23 @@ class DockerBackend:
                 self.accounting.close(spec.name)
         return result
 
+    def _host_pids(self, limits) -> int:
+        # gVisor's sentry (ptrace platform) needs host threads of its own for every task, and
+        # dies when the host pids limit stops it; it enforces RLIMIT_NPROC itself instead.
+        return limits.pids * 16 if self.runtime == "runsc" else limits.pids
+
+    def _ulimits(self, limits) -> list[Ulimit]:
+        ulimits = [
+            Ulimit(name="nofile", soft=limits.nofile, hard=limits.nofile),
+            Ulimit(name="fsize", soft=limits.disk_mb << 20, hard=limits.disk_mb << 20),
+            Ulimit(name="core", soft=0, hard=0),
+        ]
+        if self.runtime == "runsc":
+            # Counted per sandbox inside gVisor. Under runc RLIMIT_NPROC would be counted per
+            # host uid across all executions, so there the pids cgroup does the job alone.
+            ulimits.append(Ulimit(name="nproc", soft=limits.pids, hard=limits.pids))
+        return ulimits
+
     def _run_container(self, cid: str, spec: RunSpec, result: RunResult) -> None:
         sock = self.api.attach_socket(cid, params={"stdout": 1, "stderr": 1, "stream": 1})
         raw = getattr(sock, "_sock", sock)
@@ -153,16 +168,22 @@ class DockerBackend:
                 collector.feed(chunk)
                 if collector.truncated:
                     break
-            if result.timed_out or collector.truncated:
-                self._kill(cid)
-            status = self.api.wait(cid, timeout=30)
         finally:
+            # Shut the stream first: the engine will not even kill a container whose output
+            # is waiting to be read (shutdown, because the HTTP response holds the fd too).
+            try:
+                raw.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             sock.close()
+        if result.timed_out or collector.truncated:
+            self._kill(cid)
+        status = self.api.wait(cid, timeout=30)
         result.wall_ms = int((time.monotonic() - started) * 1000)
         state = self.api.inspect_container(cid)["State"]
         result.exit_code = status.get("StatusCode", state.get("ExitCode"))
         result.oom_killed = bool(state.get("OOMKilled"))
-        if result.exit_code is not None and result.exit_code > 128:
+        if result.exit_code is not None and 128 < result.exit_code <= 128 + 64:  # died of a signal
             result.signal = result.exit_code - 128
         result.output_truncated = collector.truncated
         result.stdout = collector.text(_STDOUT)

@@ -1,4 +1,5 @@
-"""Start-up glue for every Python run in the sandbox (imported automatically by site.py).
+"""Start-up glue for every Python run in the sandbox (imported by sandbox_startup.pth; Debian
+already ships a sitecustomize.py, so a .pth line is the hook that is always honoured).
 
 Kept tiny: it runs before every program, so it must cost well under a millisecond.
 1. Matplotlib's font list is built once into the image; each run starts with an empty /tmp,

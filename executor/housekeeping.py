@@ -1,0 +1,85 @@
+"""Cleaning up after workers that died mid-execution.
+
+A crashed worker leaves a container (labelled with its deadline) and a mounted work area.
+Neither outlives its lease for long: every worker sweeps both every REAP_INTERVAL_S, and
+`manage.py cleanup_sessions` does the same from cron.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+from django.conf import settings
+
+from .workspace import Workspace
+
+log = logging.getLogger("sandbox.housekeeping")
+REAP_INTERVAL_S = 15
+_started = False
+
+
+def max_run_seconds() -> float:
+    from .pipeline import LEASE_MARGIN_S
+
+    return (settings.SANDBOX_COMPILE_TIMEOUT_MS + settings.SANDBOX_TIMEOUT_MS) / 1000 + 2 + LEASE_MARGIN_S
+
+
+def mounted_work_areas() -> list[Path]:
+    root = str(settings.SANDBOX_STORAGE_PATH)
+    found = []
+    with open("/proc/self/mountinfo") as mounts:
+        for line in mounts:
+            point = line.split()[4].replace("\\040", " ")
+            if point.startswith(root + "/") and "/workspace/exec_" in point:
+                found.append(Path(point))
+    return found
+
+
+def stale_work_areas(now: float | None = None) -> list[Path]:
+    """Work areas older than the longest possible execution (their mount dir's mtime is
+    set when data/ and code/ are made, and nothing inside the sandbox can touch it)."""
+    limit = (now or time.time()) - max_run_seconds()
+    stale = []
+    for point in mounted_work_areas():
+        try:
+            if point.stat().st_mtime < limit:
+                stale.append(point)
+        except OSError:
+            continue
+    return stale
+
+
+def sweep() -> dict:
+    from .backends import get_backend
+
+    removed = {"containers": 0, "work_areas": 0}
+    try:
+        removed["containers"] = get_backend().reap()
+    except Exception as error:
+        log.warning("container sweep failed", extra={"error": str(error)[:300]})
+    for point in stale_work_areas():
+        Workspace(point, 0, 0).close()
+        removed["work_areas"] += 1
+    if any(removed.values()):
+        log.warning("removed leftovers of dead executions", extra=removed)
+    return removed
+
+
+def start_background_reaper() -> None:
+    global _started
+    if _started:
+        return
+    _started = True
+
+    def loop():
+        while True:
+            time.sleep(REAP_INTERVAL_S)
+            try:
+                sweep()
+            except Exception:
+                log.exception("housekeeping failed")
+
+    threading.Thread(target=loop, name="housekeeping", daemon=True).start()

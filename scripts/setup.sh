@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs whatever is missing, idempotently: Debian packages, the Docker engine and the
+# executor image, the Python virtualenv, the database schema. Used by start.sh and test.sh.
+#   --dev   also the test tools (pytest, the @librechat/agents client, Chromium)
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$here"
+. scripts/common.sh
+
+dev=""
+[ "${1:-}" = "--dev" ] && dev=1
+
+if [ "$(id -u)" != 0 ]; then
+  say "run as root: the server mounts a quota-limited tmpfs per execution and drives Docker"; exit 1
+fi
+
+apt_install python3 python3-venv ca-certificates
+scripts/engine.sh
+
+py=/usr/bin/python3
+stamp=.venv/.requirements.sha
+want="$(cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-16)${dev:+-dev}"
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  say "installing Python packages into .venv"
+  [ -x .venv/bin/python ] || "$py" -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check -r "requirements${dev:+-dev}.txt"
+  echo "$want" >"$stamp"
+fi
+
+if [ -n "$dev" ]; then
+  apt_install nodejs npm chromium
+  if [ ! -d tests/e2e/node_modules/@librechat/agents ] || [ tests/e2e/package-lock.json -nt tests/e2e/node_modules/.package-lock.json ]; then
+    say "installing the @librechat/agents test client"
+    (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  fi
+fi
+
+.venv/bin/python manage.py migrate --noinput -v0
+.venv/bin/python manage.py collectstatic --noinput -v0

@@ -1,0 +1,142 @@
+"""A real server (gunicorn, the project's own config) on 127.0.0.1 for the HTTP tests.
+
+Each server gets its own data dir and database, a canary API key, and small limits so the
+limit tests run quickly. Stopped by PID at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+CANARY_KEY = "canary-key-7c1d0b9e5f3a4e21"
+
+BASE_ENV = {
+    "SANDBOX_API_KEY": CANARY_KEY,
+    "SANDBOX_HOST": "127.0.0.1",
+    "SANDBOX_TIMEOUT_MS": "8000",
+    "SANDBOX_COMPILE_TIMEOUT_MS": "30000",
+    "SANDBOX_MEMORY_MB": "256",
+    "SANDBOX_DISK_MB": "64",
+    "SANDBOX_TMP_MB": "64",
+    "SANDBOX_MAX_UPLOAD_MB": "5",
+    "SANDBOX_MAX_CONCURRENT_EXECUTIONS": "4",
+    "SANDBOX_LOG_LEVEL": "info",
+    "SANDBOX_WORKERS": "2",
+    "SANDBOX_THREADS": "16",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LiveServer:
+    def __init__(self, **overrides: str):
+        self.data_dir = Path(tempfile.mkdtemp(prefix="codeinterp-test-", dir="/var/tmp"))
+        self.port = free_port()
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("SANDBOX_", "LIBRECHAT_", "MONGO_"))},
+            **BASE_ENV,
+            "SANDBOX_DATA_DIR": str(self.data_dir),
+            "SANDBOX_PORT": str(self.port),
+            **overrides,
+        }
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = self.data_dir / "server.log"
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def storage(self) -> Path:
+        return self.data_dir / "storage"
+
+    def manage(self, *args: str, **extra_env: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "manage.py", *args], cwd=ROOT, env={**self.env, **extra_env},
+            capture_output=True, text=True, timeout=300,
+        )
+
+    def start(self) -> "LiveServer":
+        done = self.manage("migrate", "--noinput", "-v0")
+        assert done.returncode == 0, done.stderr
+        gunicorn = Path(sys.executable).with_name("gunicorn")
+        self.log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [str(gunicorn), "-c", "sandbox_project/gunicorn.conf.py", "sandbox_project.wsgi"],
+            cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                if requests.get(self.url + "/health", timeout=2).status_code in (200, 503):
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("server did not answer within 60 s")
+
+    def worker_pids(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()]
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)  # our own process group, by PID
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+        if getattr(self, "log", None):
+            self.log.close()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+class Client:
+    """requests against one server, with the API key and a base URL (default /v1)."""
+
+    def __init__(self, server: LiveServer, prefix: str = "/v1", headers: dict | None = None):
+        self.server = server
+        self.base = server.url + prefix
+        self.http = requests.Session()
+        self.http.headers.update(headers if headers is not None else {"X-API-Key": CANARY_KEY})
+
+    def request(self, method: str, route: str, **kw) -> requests.Response:
+        kw.setdefault("timeout", 120)
+        return self.http.request(method, self.base + route, **kw)
+
+    def get(self, route, **kw):
+        return self.request("GET", route, **kw)
+
+    def post(self, route, **kw):
+        return self.request("POST", route, **kw)
+
+    def delete(self, route, **kw):
+        return self.request("DELETE", route, **kw)
+
+    def exec(self, lang: str, code: str, **body) -> dict:
+        response = self.post("/exec", json={"lang": lang, "code": code, **body})
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def upload(self, name: str, content: bytes, **fields) -> dict:
+        response = self.post("/upload", files={"file": (name, content)}, data=fields, headers={"User-Id": "user-1"})
+        assert response.status_code == 200, response.text
+        return response.json()
