@@ -1,0 +1,139 @@
+"""Files on disk and their rows: the seed's layout,
+
+    {SANDBOX_STORAGE_PATH}/{userId}/{sessionId}/uploads/{fileId}{.ext}   uploaded files
+    {SANDBOX_STORAGE_PATH}/{userId}/{sessionId}/outputs/{fileId}{.ext}   files an execution made
+    {SANDBOX_STORAGE_PATH}/{userId}/{sessionId}/workspace/exec_*         /mnt/data while a run runs
+
+Bytes are written under a temporary name and renamed into place only when complete, so a
+failed request never leaves a partial file that a row points to.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from .ids import new_id
+from .models import Session, StoredFile
+from .names import extension_of, user_dir
+
+
+def root() -> Path:
+    return settings.SANDBOX_STORAGE_PATH
+
+
+def expiry():
+    return timezone.now() + timedelta(hours=settings.SANDBOX_FILE_TTL_HOURS)
+
+
+def content_type_for(name: str) -> str:
+    return mimetypes.guess_type(name, strict=False)[0] or "application/octet-stream"
+
+
+def session_dir(session: Session) -> Path:
+    return root() / user_dir(session.user_id) / session.id
+
+
+def new_session(origin: str, user_id: str | None, **fields) -> Session:
+    return Session.objects.create(id=new_id(), origin=origin, user_id=user_id or "", expires_at=expiry(), **fields)
+
+
+def _place(session: Session, folder: str, file_id: str, name: str) -> Path:
+    target = session_dir(session) / folder / f"{file_id}{extension_of(name)}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+def _record(session, file_id, name, target, size, sha256, **fields) -> StoredFile:
+    return StoredFile.objects.create(
+        id=file_id,
+        session=session,
+        name=name,
+        path=str(target.relative_to(root())),
+        size=size,
+        content_type=content_type_for(name),
+        sha256=sha256,
+        expires_at=session.expires_at,
+        **fields,
+    )
+
+
+def save_upload(session: Session, uploaded, name: str, read_only: bool = False) -> StoredFile:
+    """Moves a streamed upload (a temporary file on the same volume) into place."""
+    file_id = new_id()
+    target = _place(session, "uploads", file_id, name)
+    os.rename(uploaded.temporary_file_path(), target)
+    try:
+        with transaction.atomic():
+            return _record(session, file_id, name, target, uploaded.size, uploaded.sha256, read_only=read_only)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+
+
+def save_output(session: Session, source: Path, name: str, size: int, sha256: str, modified_from=None) -> StoredFile:
+    """Copies a file an execution produced into storage (temporary name, then rename)."""
+    file_id = new_id()
+    target = _place(session, "outputs", file_id, name)
+    partial = target.with_name(f".{file_id}.partial")
+    try:
+        with open(source, "rb", opener=_nofollow) as src, open(partial, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        os.rename(partial, target)
+        return _record(session, file_id, name, target, size, sha256, modified_from=modified_from)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        target.unlink(missing_ok=True)
+        raise
+
+
+def _nofollow(path, flags):
+    return os.open(path, flags | os.O_NOFOLLOW)
+
+
+def live_files():
+    return StoredFile.objects.select_related("session").filter(expires_at__gt=timezone.now())
+
+
+def find_file(file_id: str) -> StoredFile | None:
+    """A live file by its id (ids are globally unique; the session is only a hint)."""
+    return live_files().filter(pk=file_id).first()
+
+
+def find_session(session_id: str) -> Session | None:
+    return Session.objects.filter(pk=session_id, expires_at__gt=timezone.now()).first()
+
+
+def absolute_path(stored: StoredFile) -> Path:
+    return root() / stored.path
+
+
+def delete_file(stored: StoredFile) -> None:
+    path = absolute_path(stored)
+    stored.delete()
+    path.unlink(missing_ok=True)
+
+
+def delete_session(session: Session) -> None:
+    folder = session_dir(session)
+    session.delete()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def may_access(caller, session: Session) -> bool:
+    """Whether a caller may use a session's files.
+
+    A verified JWT names its user: such callers reach their own files and files shared by
+    kind (agent, skill). A shared API key or open mode belongs to the LibreChat server itself,
+    which speaks for all of its users (and legacy downloads carry no user at all).
+    """
+    if getattr(caller, "method", None) != "jwt" or not caller.user_id:
+        return True
+    return session.kind in ("agent", "skill") or session.user_id in ("", caller.user_id)

@@ -1,0 +1,51 @@
+"""The multipart upload handler: streams each file part to a temporary file on the storage
+volume while hashing it, and stops the request as soon as it grows past the size limit."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from django.conf import settings
+from django.core.files.uploadhandler import TemporaryFileUploadHandler
+
+from sandbox_project.errors import ApiError
+
+
+class UploadTooLarge(ApiError):
+    def __init__(self, limit_mb: int):
+        super().__init__(413, "payload_too_large", f"File size limit exceeded: uploads are limited to {limit_mb} MiB per request")
+
+
+class CappedUploadHandler(TemporaryFileUploadHandler):
+    def __init__(self, request=None):
+        super().__init__(request)
+        self.limit = settings.SANDBOX_MAX_UPLOAD_MB << 20
+        self.received = 0
+        self._hash = None
+
+    def handle_raw_input(self, input_data, META, content_length, boundary, encoding=None):
+        # Refuse before reading a byte when the client says up front that it is too big.
+        if content_length and content_length > self.limit + (1 << 20):
+            raise UploadTooLarge(settings.SANDBOX_MAX_UPLOAD_MB)
+        os.makedirs(settings.FILE_UPLOAD_TEMP_DIR, mode=0o700, exist_ok=True)
+        return None
+
+    def new_file(self, field_name, file_name, *args, **kwargs):
+        super().new_file(field_name, file_name, *args, **kwargs)
+        self._raw_name = file_name  # UploadedFile.name keeps only the basename
+        self._hash = hashlib.sha256()
+
+    def receive_data_chunk(self, raw_data, start):
+        self.received += len(raw_data)
+        if self.received > self.limit:
+            self.file.close()  # deletes the partial temporary file
+            raise UploadTooLarge(settings.SANDBOX_MAX_UPLOAD_MB)
+        self._hash.update(raw_data)
+        return super().receive_data_chunk(raw_data, start)
+
+    def file_complete(self, file_size):
+        uploaded = super().file_complete(file_size)
+        uploaded.sha256 = self._hash.hexdigest()
+        uploaded.client_name = self._raw_name
+        return uploaded
