@@ -27,7 +27,17 @@ def upload(request, caller, batch: bool) -> tuple[dict, int]:
     """POST /upload (one file part `file`) and POST /upload/batch (many)."""
     if not request.content_type.startswith("multipart/form-data"):
         raise bad_request("Invalid content type. Must be multipart/form-data.", "Invalid content type")
-    data, files = request.data, request.FILES.getlist("file")
+    try:
+        return _store_uploads(request, caller, batch, request.data, request.FILES.getlist("file"))
+    finally:
+        # Temporary files of parts that were not moved into place go now, not after the
+        # response is sent: a rejected request leaves nothing behind.
+        for _, parts in request.FILES.lists():
+            for part in parts:
+                part.close()
+
+
+def _store_uploads(request, caller, batch, data, files) -> tuple[dict, int]:
     kind = _field(data, "kind") or "user"
     if kind not in KINDS:
         raise bad_request("kind must be one of: skill, agent, user")
