@@ -22,9 +22,8 @@ _started = False
 
 
 def max_run_seconds() -> float:
-    from .pipeline import LEASE_MARGIN_S
-
-    return (settings.SANDBOX_COMPILE_TIMEOUT_MS + settings.SANDBOX_TIMEOUT_MS) / 1000 + 2 + LEASE_MARGIN_S
+    budget_ms = settings.SANDBOX_COMPILE_TIMEOUT_MS + settings.SANDBOX_TIMEOUT_MS + 2000 + settings.SANDBOX_LEASE_MARGIN_MS
+    return budget_ms / 1000
 
 
 def mounted_work_areas() -> list[Path]:

@@ -30,7 +30,6 @@ from .languages import BUILD_DIR, Language, find_language
 from .workspace import Workspace, WorkspaceError
 
 log = logging.getLogger("sandbox.exec")
-LEASE_MARGIN_S = 30  # copying inputs and outputs on top of the run itself
 
 
 @dataclass
@@ -147,7 +146,7 @@ def execute(data, caller, request=None) -> dict:
     source = req.language.source_name(req.code)
     argv, budget_ms = command_for(req.language, source, req.args, limits)
     started = time.monotonic()
-    with slots.lease(budget_ms / 1000 + LEASE_MARGIN_S) as slot:
+    with slots.lease((budget_ms + settings.SANDBOX_LEASE_MARGIN_MS) / 1000) as slot:
         session = store.new_session("exec", req.user_id)
         try:
             result, response = _run_in_workspace(req, session, source, argv, budget_ms, limits)

@@ -66,7 +66,7 @@ def verify_jwt(token: str) -> str:
     by_kid, anonymous = _jwt_keys()
     kid = jwt.get_unverified_header(token).get("kid")
     candidates = [by_kid[kid]] if kid in by_kid else [*anonymous, *by_kid.values()]
-    last_error: Exception = jwt.InvalidTokenError("no key configured")
+    last_error: jwt.PyJWTError = jwt.InvalidTokenError("no key configured")
     for key in candidates:
         try:
             claims = jwt.decode(
@@ -79,7 +79,7 @@ def verify_jwt(token: str) -> str:
                 leeway=5,
             )
             return str(claims["sub"])
-        except jwt.InvalidTokenError as error:
+        except jwt.PyJWTError as error:  # includes a key of the wrong type for the token
             last_error = error
     raise last_error
 
@@ -97,7 +97,7 @@ def identify(api_key: str, bearer: str) -> Caller | None:
     if bearer and bearer.count(".") == 2 and jwt_configured():
         try:
             return Caller("jwt", verify_jwt(bearer))
-        except (jwt.InvalidTokenError, ValueError) as error:
+        except (jwt.PyJWTError, ValueError) as error:
             log.info("bearer token rejected", extra={"reason": str(error)})
     if settings.SANDBOX_AUTH_OPEN:
         return Caller("open")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from . import config as c
 from .logging_config import build_logging
@@ -50,6 +52,9 @@ SANDBOX_NOFILE = c.integer("SANDBOX_NOFILE", 1024, 64, 1_048_576)
 SANDBOX_MAX_CONCURRENT_EXECUTIONS = c.integer("SANDBOX_MAX_CONCURRENT_EXECUTIONS", 5, 1, 1000)
 SANDBOX_MAX_QUEUE = c.integer("SANDBOX_MAX_QUEUE", 10, 0, 10000)
 SANDBOX_QUEUE_TIMEOUT_MS = c.integer("SANDBOX_QUEUE_TIMEOUT_MS", 30000, 0, 3_600_000)
+# How long a slot lease outlives the run's own time budget (copying files in and out).
+# A worker killed mid-run gives its slot back when the lease runs out.
+SANDBOX_LEASE_MARGIN_MS = c.integer("SANDBOX_LEASE_MARGIN_MS", 30000, 1000)
 SANDBOX_WORKERS = c.integer("SANDBOX_WORKERS", 2, 1, 64)
 SANDBOX_THREADS = c.integer("SANDBOX_THREADS", 16, 1, 256)
 
@@ -72,6 +77,11 @@ if MONGO_MIN_POOL_SIZE > MONGO_MAX_POOL_SIZE:
 SANDBOX_AUDIT_TTL_DAYS = c.integer("SANDBOX_AUDIT_TTL_DAYS", 0, 0)  # 0 = keep forever
 SANDBOX_LOG_LEVEL = c.choice("SANDBOX_LOG_LEVEL", "info", c.LOG_LEVELS)
 LOGGING = build_logging(SANDBOX_LOG_LEVEL)
+# Prometheus multiprocess mode (one file per gunicorn worker, summed at scrape). Always set
+# here, overriding the environment: each server (and each test server) has its own folder.
+SANDBOX_METRICS_DIR = SANDBOX_DATA_DIR / "metrics"
+SANDBOX_METRICS_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(SANDBOX_METRICS_DIR)
 
 # --- Django -------------------------------------------------------------------------------
 SECRET_KEY = c.text("DJANGO_SECRET_KEY") or c.persistent_secret(SANDBOX_DATA_DIR / "django-secret-key")
@@ -131,6 +141,22 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
         {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# The audit trail lives in MongoDB when MONGO_URI is set (only AuditLog goes there, through the
+# "audit" alias and audit.routers), else in the default database. The database name comes from
+# the URI's path; without one MongoDB drivers (and the seed's mongoose) use "test".
+DATABASE_ROUTERS = ["audit.routers.AuditRouter"]
+if MONGO_URI:
+    _mongo_options = {"maxPoolSize": MONGO_MAX_POOL_SIZE, "minPoolSize": MONGO_MIN_POOL_SIZE, "appname": "codeinterp-sandbox"}
+    for _option, _default in (("serverSelectionTimeoutMS", 3000), ("connectTimeoutMS", 3000), ("socketTimeoutMS", 10000)):
+        if _option.lower() not in MONGO_URI.lower():  # a value in the URI wins
+            _mongo_options[_option] = _default  # audit writes run in the background; fail fast anyway
+    DATABASES["audit"] = {
+        "ENGINE": "django_mongodb_backend",
+        "HOST": MONGO_URI,
+        "NAME": unquote(urlsplit(MONGO_URI).path.strip("/")) or "test",
+        "OPTIONS": _mongo_options,
+    }
 
 USE_TZ = True
 TIME_ZONE = "UTC"

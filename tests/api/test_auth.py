@@ -1,0 +1,99 @@
+"""Auth: LibreChat's JWTs (EdDSA and RS256, iss/aud/exp checked, sub = user), open mode, and
+per-user scoping of files for verified users."""
+
+import json
+import time
+import uuid
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+from tests.liveserver import Client, LiveServer
+
+
+def pem(public_key) -> bytes:
+    return public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+@pytest.fixture(scope="module")
+def keys():
+    return {"ed": ed25519.Ed25519PrivateKey.generate(), "rsa": rsa.generate_private_key(public_exponent=65537, key_size=2048)}
+
+
+@pytest.fixture(scope="module")
+def jwt_server(keys, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("jwt")
+    (folder / "ed.pem").write_bytes(pem(keys["ed"].public_key()))
+    rsa_jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(keys["rsa"].public_key()))
+    (folder / "jwks.json").write_text(json.dumps({"keys": [{**rsa_jwk, "kid": "lc-codeapi-2026-05", "use": "sig", "alg": "RS256"}]}))
+    live = LiveServer(SANDBOX_API_KEY="", SANDBOX_JWT_PUBLIC_KEY_FILE=str(folder / "ed.pem"),
+                      SANDBOX_JWT_JWKS_FILE=str(folder / "jwks.json")).start()
+    yield live
+    live.stop()
+
+
+def token(keys, sub="user-a", alg="EdDSA", **claims):
+    now = int(time.time())
+    body = {"iss": "librechat", "aud": "codeapi", "sub": sub, "iat": now, "nbf": now, "exp": now + 300,
+            "jti": str(uuid.uuid4()), "tenant_id": "legacy", "role": "USER", **claims}
+    key = keys["ed"] if alg == "EdDSA" else keys["rsa"]
+    headers = {"kid": "lc-codeapi-2026-05"} if alg == "RS256" else {"kid": "unknown-kid"}
+    return jwt.encode(body, key, algorithm=alg, headers=headers)
+
+
+def bearer(server, value):
+    return Client(server, headers={"Authorization": f"Bearer {value}"})
+
+
+@pytest.mark.parametrize("alg", ["EdDSA", "RS256"])
+def test_valid_jwt_is_accepted(jwt_server, keys, alg):
+    response = bearer(jwt_server, token(keys, alg=alg)).post("/exec", json={"lang": "py", "code": "print(1)"})
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("change", [{"exp": int(time.time()) - 60}, {"aud": "other"}, {"iss": "evil"}])
+def test_bad_claims_are_401(jwt_server, keys, change):
+    response = bearer(jwt_server, token(keys, **change)).post("/exec", json={"lang": "py", "code": "print(1)"})
+    assert response.status_code == 401 and response.json()["error"] == "unauthorized"
+
+
+def test_unsigned_and_foreign_tokens_are_401(jwt_server, keys):
+    unsigned = jwt.encode({"sub": "x", "iss": "librechat", "aud": "codeapi", "exp": int(time.time()) + 60}, None, algorithm="none")
+    foreign = jwt.encode({"sub": "x", "iss": "librechat", "aud": "codeapi", "exp": int(time.time()) + 60},
+                         ed25519.Ed25519PrivateKey.generate(), algorithm="EdDSA")
+    for value in (unsigned, foreign, "not.a.jwt", ""):
+        assert bearer(jwt_server, value).post("/exec", json={"lang": "py", "code": "1"}).status_code == 401
+    assert Client(jwt_server, headers={}).post("/exec", json={"lang": "py", "code": "1"}).status_code == 401
+
+
+def test_files_are_scoped_to_the_verified_user(jwt_server, keys):
+    alice, bob = bearer(jwt_server, token(keys, "alice")), bearer(jwt_server, token(keys, "bob"))
+    up = alice.post("/upload", data={"kind": "user", "id": "alice"}, files={"file": ("a.txt", b"alice's")}).json()
+    sid, fid = up["session_id"], up["files"][0]["fileId"]
+    assert alice.get(f"/download/{sid}/{fid}").content == b"alice's"
+    assert bob.get(f"/download/{sid}/{fid}").status_code == 403
+    assert bob.get(f"/files/{sid}?detail=full").json() == []
+    refused = bob.post("/exec", json={"lang": "bash", "code": "cat a.txt", "files": [{"id": fid, "storage_session_id": sid, "name": "a.txt"}]})
+    assert refused.status_code == 403 and refused.json()["error"] == "Unauthorized file reference"
+    # an agent's files are shared with every user of the agent
+    shared = alice.post("/upload", data={"kind": "agent", "id": "agent-1"}, files={"file": ("s.txt", b"shared")}).json()
+    assert bob.get(f"/download/{shared['session_id']}/{shared['files'][0]['fileId']}").content == b"shared"
+
+
+def test_open_mode_needs_no_credentials():
+    live = LiveServer(SANDBOX_API_KEY="", SANDBOX_AUTH_OPEN="true").start()
+    try:
+        assert Client(live, headers={}).post("/exec", json={"lang": "py", "code": "print(1)"}).status_code == 200
+    finally:
+        live.stop()
+
+
+def test_no_credential_configured_refuses_everything():
+    live = LiveServer(SANDBOX_API_KEY="").start()
+    try:
+        response = Client(live, headers={"X-API-Key": "anything"}).post("/exec", json={"lang": "py", "code": "print(1)"})
+        assert response.status_code == 401 and "no credential configured" in response.json()["message"]
+    finally:
+        live.stop()
