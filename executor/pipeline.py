@@ -149,7 +149,7 @@ def execute(data, caller, request=None) -> dict:
     with slots.lease((budget_ms + settings.SANDBOX_LEASE_MARGIN_MS) / 1000) as slot:
         session = store.new_session("exec", req.user_id)
         try:
-            result, response = _run_in_workspace(req, session, source, argv, budget_ms, limits)
+            result, response = _run_in_workspace(req, session, source, argv, budget_ms, limits, slot["slot"])
         except BaseException as error:
             store.delete_session(session)
             record("exec", request, status="error", user_id=req.user_id, session_id=session.id,
@@ -181,14 +181,15 @@ def execute(data, caller, request=None) -> dict:
     return response
 
 
-def _run_in_workspace(req, session, source, argv, budget_ms, limits):
+def _run_in_workspace(req, session, source, argv, budget_ms, limits, slot):
+    backend = get_backend()
     area = store.session_dir(session) / "workspace" / f"exec_{session.id}"
-    with Workspace(area, limits.disk_mb, len(req.code.encode())) as ws:
+    with Workspace(area, limits.disk_mb, len(req.code.encode()), backend.owner_uid(slot)) as ws:
         ws.write_code(source, req.code)
         for name, stored in req.inputs.items():
             ws.place_input(name, store.absolute_path(stored))
-        spec = RunSpec(session.id, ws.data, ws.code, argv, limits, budget_ms)
-        result = get_backend().run(spec)
+        spec = RunSpec(session.id, ws.data, ws.code, argv, limits, budget_ms, slot)
+        result = backend.run(spec)
         files, deleted, truncation = collect_outputs(ws.data, req.inputs, session)
     response = {
         "session_id": session.id,

@@ -16,7 +16,6 @@ import os
 import shutil
 from pathlib import Path
 
-from .backends.base import SANDBOX_UID
 
 _libc = ctypes.CDLL(None, use_errno=True)
 MS_NOSUID, MS_NODEV = 0x2, 0x4
@@ -40,8 +39,9 @@ def unmount(target: Path) -> None:
 
 
 class Workspace:
-    def __init__(self, path: Path, disk_mb: int, code_bytes: int):
+    def __init__(self, path: Path, disk_mb: int, code_bytes: int, owner_uid: int = 0):
         self.path = path
+        self.owner = owner_uid  # the host uid the sandboxed program runs as
         # The source file lives in the same tmpfs; give it room on top of the quota.
         self.size_mb = disk_mb + (code_bytes >> 20) + 1
         self.data = path / "data"
@@ -53,7 +53,7 @@ class Workspace:
             _mount_tmpfs(self.path, self.size_mb)
             self.code.mkdir(mode=0o755)
             self.data.mkdir(mode=0o700)
-            os.chown(self.data, SANDBOX_UID, SANDBOX_UID)
+            os.chown(self.data, self.owner, self.owner)
         except BaseException:
             self.close()
             raise
@@ -81,8 +81,8 @@ class Workspace:
                 raise WorkspaceError(f"input path conflict at {name!r}")
             if not parent.exists():
                 parent.mkdir(mode=0o755)
-                os.chown(parent, SANDBOX_UID, SANDBOX_UID)
+                os.chown(parent, self.owner, self.owner)
         shutil.copyfile(source, target)
-        os.chown(target, SANDBOX_UID, SANDBOX_UID)
+        os.chown(target, self.owner, self.owner)
         target.chmod(0o644)
         return target

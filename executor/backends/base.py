@@ -54,6 +54,7 @@ class RunSpec:
     argv: list[str]
     limits: Limits
     deadline_ms: int  # wall-clock budget of the whole container, compile step included
+    slot: int = 0  # the leased slot: unique among the executions running at this moment
 
 
 @dataclass
@@ -72,7 +73,15 @@ class RunResult:
 
 
 class Backend(Protocol):
+    def owner_uid(self, slot: int) -> int:
+        """The host uid that must own /mnt/data for an execution in this slot."""
+        ...
+
     def run(self, spec: RunSpec) -> RunResult: ...
+
+    def probe(self, argv: list[str]) -> str:
+        """stdout of a short trusted command in the sandbox runtime (version probes)."""
+        ...
 
     def health(self) -> dict: ...
 

@@ -78,6 +78,9 @@ class DockerBackend:
         self.runtime = settings.SANDBOX_DOCKER_RUNTIME
         self.accounting = Accounting.detect()
 
+    def owner_uid(self, slot: int) -> int:
+        return SANDBOX_UID  # the image's user; no user namespace, so also the host uid
+
     # -- one execution ---------------------------------------------------------------------
     def run(self, spec: RunSpec) -> RunResult:
         limits = spec.limits
