@@ -24,3 +24,26 @@ class ExecutionSlot(models.Model):
 class SlotWaiter(models.Model):
     token = models.CharField(max_length=64, primary_key=True)
     waiting_until = models.DateTimeField(db_index=True)
+
+
+class WarmSandbox(models.Model):
+    """A container started ahead of time (executor/pool.py), waiting for one execution.
+
+    A sandbox is `starting` until its runner says it is ready (imports done, waiting);
+    `ready` rows may be claimed by any worker with a conditional UPDATE to `taken`; a taken
+    sandbox serves exactly one execution and is destroyed afterwards, never reused.
+    """
+
+    STATES = [("starting", "starting"), ("ready", "ready"), ("taken", "taken"), ("retired", "retired")]
+
+    name = models.CharField(max_length=21, primary_key=True)
+    container_id = models.CharField(max_length=64)
+    language = models.CharField(max_length=16, db_index=True)
+    state = models.CharField(max_length=8, choices=STATES, default="starting", db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at"]
+
+    def __str__(self):
+        return f"{self.language} {self.name} ({self.state})"

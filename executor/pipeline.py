@@ -22,7 +22,7 @@ from storage.ids import is_valid_id
 from storage.models import StoredFile
 from storage.names import InvalidName, check_relative_name
 
-from . import slots
+from . import pool, slots, teardown
 from .artifacts import extension_allowed, sha256_of, walk
 from .backends import get_backend
 from .backends.base import Limits, RunResult, RunSpec
@@ -182,15 +182,51 @@ def execute(data, caller, request=None) -> dict:
 
 
 def _run_in_workspace(req, session, source, argv, budget_ms, limits, slot):
+    member = pool.claim(req.language.key)
+    if member is not None:
+        try:
+            return _run_warm(req, session, source, argv, budget_ms, limits, slot, member)
+        except pool.SandboxGone as error:
+            log.warning("warm sandbox lost; running cold", extra={"error": str(error)})
     backend = get_backend()
     area = store.session_dir(session) / "workspace" / f"exec_{session.id}"
-    with Workspace(area, limits.disk_mb, len(req.code.encode()), backend.owner_uid(slot)) as ws:
-        ws.write_code(source, req.code)
-        for name, stored in req.inputs.items():
-            ws.place_input(name, store.absolute_path(stored))
+    ws = Workspace(area, limits.disk_mb, len(req.code.encode()), backend.owner_uid(slot)).open()
+    try:
+        _prime(ws, req, source)
         spec = RunSpec(session.id, ws.data, ws.code, argv, limits, budget_ms, slot)
         result = backend.run(spec)
-        files, deleted, truncation = collect_outputs(ws.data, req.inputs, session)
+        return result, _respond(req, session, ws, result, limits)
+    finally:
+        teardown.later(ws.close)  # the program has exited; unmounting can wait
+
+
+def _run_warm(req, session, source, argv, budget_ms, limits, slot, member):
+    """The same run in a sandbox started ahead of time (executor/pool.py)."""
+    backend = get_backend()
+    ws = pool.workspace(member.name)
+    try:
+        _prime(ws, req, source)
+        spec = RunSpec(member.name, ws.data, ws.code, argv, limits, budget_ms, slot)
+        if backend.accounting:
+            backend.accounting.reset(member.name)  # count the program, not the warm-up
+        pipes = pool.open_pipes(ws)
+        try:
+            result = backend.finish(member.container_id, member.name, spec, begin=lambda: pool.wake(ws, argv), pipes=pipes)
+        finally:
+            pool.close_pipes(pipes)
+        return result, _respond(req, session, ws, result, limits)
+    finally:
+        teardown.later(pool.release, member, ws)
+
+
+def _prime(ws: Workspace, req: ExecRequest, source: str) -> None:
+    ws.write_code(source, req.code)
+    for name, stored in req.inputs.items():
+        ws.place_input(name, store.absolute_path(stored))
+
+
+def _respond(req, session, ws, result, limits) -> dict:
+    files, deleted, truncation = collect_outputs(ws.data, req.inputs, session)
     response = {
         "session_id": session.id,
         "stdout": result.stdout,
@@ -212,7 +248,7 @@ def _run_in_workspace(req, session, source, argv, budget_ms, limits, slot):
         response["deleted_files"] = deleted
     if truncation:
         response["artifact_truncation"] = truncation
-    return result, response
+    return response
 
 
 def explain(result: RunResult, language: Language, limits: Limits) -> str:

@@ -48,6 +48,9 @@ class Workspace:
         self.code = path / "code"
 
     def __enter__(self) -> "Workspace":
+        return self.open()
+
+    def open(self) -> "Workspace":
         self.path.mkdir(parents=True, mode=0o700)
         try:
             _mount_tmpfs(self.path, self.size_mb)

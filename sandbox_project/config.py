@@ -18,7 +18,7 @@ env = environ.Env()
 
 LOG_LEVELS = ("error", "warn", "info", "debug", "verbose")
 RUNTIMES = ("runc", "runsc")
-BACKENDS = ("docker",)
+BACKENDS = ("docker", "bwrap")
 
 
 def _fail(name: str, wanted: str, raw: object) -> ImproperlyConfigured:
@@ -90,3 +90,20 @@ def persistent_secret(path: Path) -> str:
         with os.fdopen(fd, "w") as out:
             out.write(value + "\n")
         return value
+
+
+def pool_sizes(name: str, default: str) -> dict[str, int]:
+    """`py:2,js:1` -> {"py": 2, "js": 1}; empty or `off` -> {}."""
+    raw = text(name, default)
+    if raw.lower() in ("", "off", "0", "none"):
+        return {}
+    sizes: dict[str, int] = {}
+    for item in raw.split(","):
+        lang, _, count = item.strip().partition(":")
+        try:
+            sizes[lang.strip().lower()] = int(count)
+        except ValueError:
+            raise _fail(name, "a list like 'py:2,js:1'", raw) from None
+        if sizes[lang.strip().lower()] < 0:
+            raise _fail(name, "a list like 'py:2,js:1' with counts >= 0", raw)
+    return {lang: n for lang, n in sizes.items() if n > 0}

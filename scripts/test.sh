@@ -6,4 +6,8 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$here"
 scripts/setup.sh --dev
-exec .venv/bin/python -m pytest "$@"
+if [ $# -gt 0 ]; then exec .venv/bin/python -m pytest "$@"; fi
+.venv/bin/python -m pytest
+# The warm pool must not change anything a client can observe: the API suite again, cold.
+echo "== the API suite again with the warm pool off =="
+SANDBOX_TEST_POOL=off exec .venv/bin/python -m pytest tests/api tests/executor/test_basic_languages.py

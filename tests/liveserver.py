@@ -34,6 +34,8 @@ BASE_ENV = {
     "SANDBOX_LOG_LEVEL": "info",
     "SANDBOX_WORKERS": "2",
     "SANDBOX_THREADS": "16",
+    # The API suite runs with the warm pool on (the default) and, in scripts/test.sh, off.
+    "SANDBOX_POOL": os.environ.get("SANDBOX_TEST_POOL", "py:2"),
 }
 
 

@@ -11,6 +11,7 @@ The container is removed before run() returns, so nothing of an execution runs o
 from __future__ import annotations
 
 import logging
+import os
 import select
 import socket
 import time
@@ -19,6 +20,7 @@ import docker
 from django.conf import settings
 from docker.types import LogConfig, Mount, Ulimit
 
+from .. import teardown
 from .base import SANDBOX_UID, RunResult, RunSpec
 from .cgroups import Accounting
 from .seccomp import PROFILE_JSON
@@ -27,6 +29,7 @@ log = logging.getLogger("sandbox.docker")
 
 LABEL = "org.librechat.codeinterp"
 DEADLINE_LABEL = "org.librechat.codeinterp.deadline"
+EXECUTION_LABEL = "org.librechat.codeinterp.execution"
 REAP_GRACE_S = 10
 _STDOUT, _STDERR = 1, 2
 
@@ -49,18 +52,37 @@ class OutputCollector:
             stream = self._pending[0]
             payload = self._pending[8 : 8 + size]
             del self._pending[: 8 + size]
-            target = self.streams.get(stream)
-            if target is None:
-                continue
-            room = self.cap - len(target)
-            if len(payload) > room:
-                target += payload[: max(room, 0)]
-                self.truncated = True
-            else:
-                target += payload
+            self.add(stream, payload)
+
+    def add(self, stream: int, payload: bytes) -> None:
+        target = self.streams.get(stream)
+        if target is None:
+            return
+        room = self.cap - len(target)
+        if len(payload) > room:
+            target += payload[: max(room, 0)]
+            self.truncated = True
+        else:
+            target += payload
 
     def text(self, stream: int) -> str:
         return bytes(self.streams[stream]).decode("utf-8", errors="replace")
+
+
+def _read_available(fd: int, everything: bool = False) -> bytes:
+    """What a non-blocking FIFO holds now (all of it when `everything`)."""
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+        if not everything:
+            break
+    return b"".join(chunks)
 
 
 class DockerBackend:
@@ -81,18 +103,18 @@ class DockerBackend:
     def owner_uid(self, slot: int) -> int:
         return SANDBOX_UID  # the image's user; no user namespace, so also the host uid
 
-    # -- one execution ---------------------------------------------------------------------
-    def run(self, spec: RunSpec) -> RunResult:
-        limits = spec.limits
-        cgroup_parent = self.accounting.open(spec.name) if self.accounting else None
-        hard_deadline = time.time() + spec.deadline_ms / 1000 + REAP_GRACE_S
+    # -- one execution ----------------------------------------------------------------------
+    def create(self, name: str, argv: list[str], data_dir, code_dir, limits, deadline_s: float, labels=None) -> str:
+        """Creates (does not start) a confined container; returns its id. `name` keys the
+        per-execution accounting cgroup."""
+        cgroup_parent = self.accounting.open(name) if self.accounting else None
         host_config = self.api.create_host_config(
             network_mode="none",
             read_only=True,
             tmpfs={"/tmp": f"rw,nosuid,nodev,exec,size={limits.tmp_mb}m,mode=1777"},
             mounts=[
-                Mount("/mnt/data", str(spec.data_dir), type="bind"),
-                Mount("/mnt/code", str(spec.code_dir), type="bind", read_only=True),
+                Mount("/mnt/data", str(data_dir), type="bind"),
+                Mount("/mnt/code", str(code_dir), type="bind", read_only=True),
             ],
             cap_drop=["ALL"],
             security_opt=["no-new-privileges", f"seccomp={PROFILE_JSON}"],
@@ -106,31 +128,59 @@ class DockerBackend:
             cgroup_parent=cgroup_parent,
             log_config=LogConfig(type="none"),
         )
-        container = self.api.create_container(
-            self.image,
-            command=spec.argv,
-            user=f"{SANDBOX_UID}:{SANDBOX_UID}",
-            working_dir="/mnt/data",
-            hostname="sandbox",
-            network_disabled=True,
-            stdin_open=False,
-            tty=False,
-            labels={LABEL: "1", DEADLINE_LABEL: str(int(hard_deadline))},
-            host_config=host_config,
-        )
-        cid = container["Id"]
+        try:
+            container = self.api.create_container(
+                self.image,
+                command=argv,
+                user=f"{SANDBOX_UID}:{SANDBOX_UID}",
+                working_dir="/mnt/data",
+                hostname="sandbox",
+                network_disabled=True,
+                stdin_open=False,
+                tty=False,
+                labels={
+                    LABEL: "1",
+                    EXECUTION_LABEL: name,
+                    DEADLINE_LABEL: str(int(time.time() + deadline_s + REAP_GRACE_S)),
+                    **(labels or {}),
+                },
+                host_config=host_config,
+            )
+        except BaseException:
+            if cgroup_parent:
+                self.accounting.close(name)
+            raise
+        return container["Id"]
+
+    def run(self, spec: RunSpec) -> RunResult:
+        cid = self.create(spec.name, spec.argv, spec.data_dir, spec.code_dir, spec.limits, spec.deadline_ms / 1000)
+        return self.finish(cid, spec.name, spec, begin=lambda: self.api.start(cid))
+
+    def finish(self, cid: str, name: str, spec: RunSpec, begin, pipes: dict | None = None) -> RunResult:
+        """Attaches to the container, calls begin() (start it, or wake a warm one), collects
+        the output under the caps and the deadline until the container has stopped, and
+        leaves the removal of the stopped container to the teardown thread."""
         result = RunResult()
         try:
-            self._run_container(cid, spec, result)
-        finally:
-            try:
-                self.api.remove_container(cid, force=True)
-            except docker.errors.NotFound:
-                pass
-            if cgroup_parent:
-                result.peak_memory_bytes, result.cpu_ms = self.accounting.read(spec.name)
-                self.accounting.close(spec.name)
+            self._run_container(cid, spec, result, begin, pipes)
+            if self.accounting:
+                result.peak_memory_bytes, result.cpu_ms = self.accounting.read(name)
+        except BaseException:
+            self.destroy(cid, name)
+            raise
+        teardown.later(self.destroy, cid, name)
         return result
+
+    def destroy(self, cid: str, name: str) -> None:
+        try:
+            self.api.remove_container(cid, force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as error:
+            if error.status_code != 409:  # 409: a removal is already under way
+                raise
+        if self.accounting:
+            self.accounting.close(name)
 
     def _host_pids(self, limits) -> int:
         # gVisor's sentry (ptrace platform) needs host threads of its own for every task, and
@@ -149,28 +199,41 @@ class DockerBackend:
             ulimits.append(Ulimit(name="nproc", soft=limits.pids, hard=limits.pids))
         return ulimits
 
-    def _run_container(self, cid: str, spec: RunSpec, result: RunResult) -> None:
+    def _run_container(self, cid: str, spec: RunSpec, result: RunResult, begin, pipes: dict | None = None) -> None:
+        """Output comes from the attach stream; a warm Python sandbox (pool.py) also hands
+        over `pipes`: FIFOs carrying its stdout, stderr and, when the program is over, its
+        exit status, which ends the run without waiting for the container to wind down."""
         sock = self.api.attach_socket(cid, params={"stdout": 1, "stderr": 1, "stream": 1})
         raw = getattr(sock, "_sock", sock)
         collector = OutputCollector(spec.limits.output_max_bytes)
-        started = time.monotonic()
-        deadline = started + spec.deadline_ms / 1000
+        sources = {raw.fileno(): "attach", **({fd: kind for kind, fd in pipes.items()} if pipes else {})}
+        status = bytearray()
+        finished = False
         try:
-            self.api.start(cid)
-            while True:
+            begin()
+            started = time.monotonic()
+            deadline = started + spec.deadline_ms / 1000
+            while not (finished or collector.truncated):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     result.timed_out = True
                     break
-                ready, _, _ = select.select([raw], [], [], remaining)
-                if not ready:
-                    continue
-                chunk = raw.recv(1 << 16)
-                if not chunk:
-                    break
-                collector.feed(chunk)
-                if collector.truncated:
-                    break
+                ready, _, _ = select.select(list(sources), [], [], remaining)
+                for fd in ready:
+                    kind = sources[fd]
+                    if kind == "attach":
+                        chunk = raw.recv(1 << 16)
+                        if not chunk:
+                            finished = True  # the container stopped
+                        collector.feed(chunk)
+                    elif kind == "status":
+                        status += os.read(fd, 64)
+                        finished = finished or status.endswith(b"\n")
+                    else:
+                        collector.add(_STDOUT if kind == "stdout" else _STDERR, _read_available(fd))
+            if pipes:
+                for kind in ("stdout", "stderr"):
+                    collector.add(_STDOUT if kind == "stdout" else _STDERR, _read_available(pipes[kind], everything=True))
         finally:
             # Shut the stream first: the engine will not even kill a container whose output
             # is waiting to be read (shutdown, because the HTTP response holds the fd too).
@@ -179,18 +242,24 @@ class DockerBackend:
             except OSError:
                 pass
             sock.close()
-        if result.timed_out or collector.truncated:
-            self._kill(cid)
-        status = self.api.wait(cid, timeout=30)
-        result.wall_ms = int((time.monotonic() - started) * 1000)
-        state = self.api.inspect_container(cid)["State"]
-        result.exit_code = status.get("StatusCode", state.get("ExitCode"))
-        result.oom_killed = bool(state.get("OOMKilled"))
-        if result.exit_code is not None and 128 < result.exit_code <= 128 + 64:  # died of a signal
-            result.signal = result.exit_code - 128
         result.output_truncated = collector.truncated
         result.stdout = collector.text(_STDOUT)
         result.stderr = collector.text(_STDERR)
+        if status.endswith(b"\n") and not (result.timed_out or collector.truncated):
+            # The program is over and every other process of it was killed by the runner;
+            # the container's own exit is left to the teardown.
+            result.wall_ms = int((time.monotonic() - started) * 1000)
+            result.exit_code = int(status.strip() or 0)
+            return
+        if result.timed_out or collector.truncated:
+            self._kill(cid)
+        waited = self.api.wait(cid, timeout=30)
+        result.wall_ms = int((time.monotonic() - started) * 1000)
+        state = self.api.inspect_container(cid)["State"]
+        result.exit_code = waited.get("StatusCode", state.get("ExitCode"))
+        result.oom_killed = bool(state.get("OOMKilled"))
+        if result.exit_code is not None and 128 < result.exit_code <= 128 + 64:  # died of a signal
+            result.signal = result.exit_code - 128
 
     def _kill(self, cid: str) -> None:
         try:

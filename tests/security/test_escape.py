@@ -6,6 +6,7 @@ server must still answer /health (autouse fixture below).
 
 import json
 import subprocess
+import time
 import uuid
 
 import pytest
@@ -150,7 +151,13 @@ def test_background_process_does_not_outlive_the_execution(sandbox):
     assert "started" in out["stdout"]
     host = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True)
     assert host.stdout.strip() == "", "a process of the execution is still running on the host"
-    leftovers = subprocess.run(["docker", "ps", "-aq", "--filter", "label=org.librechat.codeinterp"], capture_output=True, text=True)
+    # The stopped container itself is removed just after the response, off the request path.
+    label = f"label=org.librechat.codeinterp.execution={out['session_id']}"
+    for _ in range(100):
+        leftovers = subprocess.run(["docker", "ps", "-aq", "--filter", label], capture_output=True, text=True)
+        if not leftovers.stdout.strip():
+            break
+        time.sleep(0.1)
     assert leftovers.stdout.strip() == ""
 
 

@@ -1,0 +1,237 @@
+"""Warm sandboxes: containers started ahead of time, one execution each.
+
+A keeper process (`manage.py pool_keeper`, started and stopped by gunicorn) keeps
+SANDBOX_POOL sandboxes per language ready. Each is a container with every limit of a cold
+run, already running docker/executor/warm_runner.py: for Python with numpy, pandas and
+matplotlib imported. It waits on a FIFO in its read-only /mnt/code. An execution claims one
+(a conditional UPDATE, so any worker may take any sandbox), copies its inputs and source into
+the sandbox's own work area, writes the argv into the FIFO, reads the output exactly as for a
+cold run, and destroys the sandbox. The keeper replaces what was used, what died while waiting,
+and what grew older than SANDBOX_POOL_MAX_AGE_S.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import shutil
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.utils import timezone
+
+from storage.ids import new_id
+
+from .backends.base import Limits
+from .languages import find_language
+from .models import WarmSandbox
+from .workspace import Workspace, unmount
+
+log = logging.getLogger("sandbox.pool")
+POOL_LABEL = "org.librechat.codeinterp.pool"  # value: this server's instance (see instance())
+FIFO = ".go"
+READY = ".ready"
+PIPES = {"stdout": ".stdout", "stderr": ".stderr", "status": ".status"}  # python sandboxes
+RUNNER = "/opt/sandbox/bin/warm_runner.py"
+WAKE_TIMEOUT_S = 30
+
+
+class SandboxGone(RuntimeError):
+    """The warm sandbox could not be woken; nothing of the program ran."""
+
+
+def root() -> Path:
+    return settings.SANDBOX_STORAGE_PATH / ".pool"
+
+
+def instance() -> str:
+    """Names this server's sandboxes, so that servers sharing one engine never touch each
+    other's pools."""
+    import hashlib
+
+    return hashlib.sha256(str(settings.SANDBOX_STORAGE_PATH).encode()).hexdigest()[:16]
+
+
+def _label() -> str:
+    return f"{POOL_LABEL}={instance()}"
+
+
+def enabled_for(language_key: str) -> bool:
+    return settings.SANDBOX_POOL.get(language_key, 0) > 0 and settings.SANDBOX_BACKEND == "docker"
+
+
+def workspace(name: str) -> Workspace:
+    from .backends import get_backend
+
+    return Workspace(root() / name, settings.SANDBOX_DISK_MB, settings.SANDBOX_MAX_JSON_MB << 20, get_backend().owner_uid(0))
+
+
+def max_life_s() -> float:
+    run_ms = settings.SANDBOX_COMPILE_TIMEOUT_MS + settings.SANDBOX_TIMEOUT_MS + settings.SANDBOX_LEASE_MARGIN_MS
+    return settings.SANDBOX_POOL_MAX_AGE_S + run_ms / 1000
+
+
+# -- used by the executions ------------------------------------------------------------------
+def claim(language_key: str) -> WarmSandbox | None:
+    if not enabled_for(language_key):
+        return None
+    fresh_after = timezone.now() - timedelta(seconds=settings.SANDBOX_POOL_MAX_AGE_S)
+    for member in WarmSandbox.objects.filter(language=language_key, state="ready", created_at__gt=fresh_after)[:8]:
+        if WarmSandbox.objects.filter(pk=member.pk, state="ready").update(state="taken"):
+            return member
+    return None
+
+
+def wake(ws: Workspace, argv: list[str]) -> None:
+    """Hands the argv to the waiting runner. Waits while it is still importing (it opens the
+    FIFO for reading only when ready); raises SandboxGone if it never does."""
+    fifo = ws.code / FIFO
+    give_up = time.monotonic() + WAKE_TIMEOUT_S
+    while True:
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError as error:
+            if error.errno != errno.ENXIO or time.monotonic() > give_up:
+                raise SandboxGone(f"warm sandbox did not answer: {error}") from None
+            time.sleep(0.002)
+    os.set_blocking(fd, True)
+    with os.fdopen(fd, "w", encoding="utf-8") as pipe:
+        pipe.write(json.dumps({"argv": argv}))
+
+
+def open_pipes(ws: Workspace) -> dict[str, int] | None:
+    """Read ends of a Python sandbox's output FIFOs (O_RDWR: never a false end-of-file
+    before the runner has opened its side)."""
+    if not (ws.code / PIPES["status"]).exists():
+        return None
+    return {kind: os.open(ws.code / name, os.O_RDWR | os.O_NONBLOCK) for kind, name in PIPES.items()}
+
+
+def close_pipes(pipes: dict[str, int] | None) -> None:
+    for fd in (pipes or {}).values():
+        os.close(fd)
+
+
+def release(member: WarmSandbox, ws: Workspace) -> None:
+    ws.close()
+    WarmSandbox.objects.filter(pk=member.pk).delete()
+
+
+# -- used by the keeper ----------------------------------------------------------------------
+def start_member(language_key: str) -> WarmSandbox:
+    from .backends import get_backend
+
+    backend = get_backend()
+    name = new_id()
+    ws = workspace(name)
+    ws.open()
+    try:
+        os.mkfifo(ws.code / FIFO)
+        os.chmod(ws.code / FIFO, 0o644)  # readable by the sandbox user despite the umask
+        os.mkfifo(ws.code / READY)
+        os.chmod(ws.code / READY, 0o622)
+        mode = "python" if language_key == "py" else "exec"
+        if mode == "python":
+            for fifo in PIPES.values():  # written by the sandbox user, read by the server
+                os.mkfifo(ws.code / fifo)
+                os.chmod(ws.code / fifo, 0o622)
+        cid = backend.create(name, ["python3", RUNNER, mode], ws.data, ws.code, Limits.from_settings(),
+                             deadline_s=max_life_s(), labels={POOL_LABEL: instance()})
+        try:
+            backend.api.start(cid)
+        except BaseException:
+            backend.destroy(cid, name)
+            raise
+    except BaseException:
+        ws.close()
+        raise
+    return WarmSandbox.objects.create(name=name, container_id=cid, language=language_key)
+
+
+def destroy_member(member: WarmSandbox) -> None:
+    from .backends import get_backend
+
+    get_backend().destroy(member.container_id, member.name)
+    workspace(member.name).close()
+    member.delete()
+
+
+def running_pool_containers() -> set[str]:
+    from .backends import get_backend
+
+    found = get_backend().api.containers(filters={"label": _label(), "status": "running"})
+    return {c["Id"] for c in found}
+
+
+def is_ready(name: str) -> bool:
+    """Whether the runner has finished starting: it waits to write "1" into .ready until
+    someone opens the FIFO for reading (see warm_runner.announce_ready)."""
+    import select
+
+    try:
+        fd = os.open(root() / name / "code" / READY, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        readable, _, _ = select.select([fd], [], [], 0.02)
+        return bool(readable) and os.read(fd, 8).startswith(b"1")
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def tend() -> dict:
+    """One round of the keeper: retire dead or old sandboxes, promote started ones that are
+    ready, start what is missing."""
+    counts = {"started": 0, "retired": 0, "ready": 0}
+    live = running_pool_containers()
+    too_old = timezone.now() - timedelta(seconds=settings.SANDBOX_POOL_MAX_AGE_S)
+    for member in WarmSandbox.objects.filter(state__in=("starting", "ready")):
+        if member.container_id not in live or member.created_at < too_old:
+            if WarmSandbox.objects.filter(pk=member.pk, state=member.state).update(state="retired"):
+                destroy_member(member)
+                counts["retired"] += 1
+        elif member.state == "starting" and is_ready(member.name):
+            WarmSandbox.objects.filter(pk=member.pk, state="starting").update(state="ready")
+            counts["ready"] += 1
+    for language_key, wanted in settings.SANDBOX_POOL.items():
+        have = WarmSandbox.objects.filter(language=language_key, state__in=("starting", "ready")).count()
+        for _ in range(wanted - have):
+            start_member(language_key)
+            counts["started"] += 1
+    return counts
+
+
+def clear_all() -> int:
+    """Removes every warm sandbox of this server: its container, work area and row. Only at
+    keeper start and stop, when no worker is running a program."""
+    from .backends import get_backend
+
+    backend = get_backend()
+    removed = 0
+    for info in backend.api.containers(all=True, filters={"label": _label()}):
+        try:
+            backend.api.remove_container(info["Id"], force=True)
+            removed += 1
+        except Exception:  # already being removed by a teardown
+            pass
+    for member in WarmSandbox.objects.all():
+        backend.destroy(member.container_id, member.name)
+        member.delete()
+    if root().is_dir():
+        for area in root().iterdir():
+            unmount(area)
+            shutil.rmtree(area, ignore_errors=True)
+    return removed
+
+
+def check_languages() -> None:
+    for key in settings.SANDBOX_POOL:
+        if find_language(key) is None or find_language(key).key != key:
+            raise ValueError(f"SANDBOX_POOL names {key!r}, which is not a language key of executor/languages.py")
