@@ -1,15 +1,23 @@
-"""The audit events every view records: one JSON log line per event.
+"""The audit events every view records.
+
+Each event is, in this order: one JSON log line (logger "sandbox.audit", always, written
+before anything else can fail), the Prometheus counters (audit.metrics), and one AuditLog
+entry handed to the background writer (audit.writer), which stores it in MongoDB or the
+default database without making the request wait. None of the three can fail a request.
 
 Field names follow the seed's audit schema (action, userId, sessionId, status, ip, userAgent,
-details, execution, file, error). Secrets never enter an event: an auth failure records which
-kind of credential was presented, never its value.
+details, execution, file, error, createdAt). Secrets never enter an event: an auth failure
+records which kind of credential was presented, never its value.
 """
 
 from __future__ import annotations
 
 import logging
 
+from django.utils import timezone
+
 log = logging.getLogger("sandbox.audit")
+_internal = logging.getLogger("sandbox.audit.store")
 
 
 def client_ip(request) -> str:
@@ -41,6 +49,19 @@ def record(
         "error": error,
     }
     log.info("audit", extra={"audit": event})
+    event["createdAt"] = timezone.now()
+    try:
+        from . import metrics
+
+        metrics.observe(event)
+    except Exception:
+        _internal.exception("audit metrics failed")
+    try:
+        from .writer import writer
+
+        writer.submit(event)
+    except Exception:
+        _internal.exception("audit event not queued for the store")
     return event
 
 

@@ -41,6 +41,7 @@ class WarmSandbox(models.Model):
     language = models.CharField(max_length=16, db_index=True)
     state = models.CharField(max_length=8, choices=STATES, default="starting", db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["created_at"]

@@ -81,7 +81,7 @@ def claim(language_key: str) -> WarmSandbox | None:
         return None
     fresh_after = timezone.now() - timedelta(seconds=settings.SANDBOX_POOL_MAX_AGE_S)
     for member in WarmSandbox.objects.filter(language=language_key, state="ready", created_at__gt=fresh_after)[:8]:
-        if WarmSandbox.objects.filter(pk=member.pk, state="ready").update(state="taken"):
+        if WarmSandbox.objects.filter(pk=member.pk, state="ready").update(state="taken", claimed_at=timezone.now()):
             return member
     return None
 
@@ -200,6 +200,12 @@ def tend() -> dict:
         elif member.state == "starting" and is_ready(member.name):
             WarmSandbox.objects.filter(pk=member.pk, state="starting").update(state="ready")
             counts["ready"] += 1
+    # A taken sandbox whose worker died mid-run: gone once no run can still be using it.
+    abandoned = timezone.now() - timedelta(seconds=max_life_s() - settings.SANDBOX_POOL_MAX_AGE_S)
+    for member in WarmSandbox.objects.filter(state="taken", claimed_at__lt=abandoned):
+        if WarmSandbox.objects.filter(pk=member.pk, state="taken").update(state="retired"):
+            destroy_member(member)
+            counts["retired"] += 1
     for language_key, wanted in settings.SANDBOX_POOL.items():
         have = WarmSandbox.objects.filter(language=language_key, state__in=("starting", "ready")).count()
         for _ in range(wanted - have):

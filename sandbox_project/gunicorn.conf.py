@@ -25,3 +25,70 @@ def post_worker_init(worker):
     from executor.housekeeping import start_background_reaper
 
     start_background_reaper()
+    if "audit" in settings.DATABASES:
+        from audit.writer import mongo_client
+
+        # Loads the MongoDB backend (~1 s) and starts finding the servers now, not in the
+        # first request that needs them.
+        mongo_client("audit")
+
+
+def on_starting(server):
+    """In the master, before any worker: a fresh metrics folder (the numbers of a previous
+    run are not this run's), and the MongoDB audit collection, its indexes and TTL index."""
+    import shutil
+    import subprocess
+    import sys
+
+    metrics_dir = settings.SANDBOX_METRICS_DIR
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    if "audit" in settings.DATABASES:
+        # In a child process: the master never opens a MongoClient (it would be forked), and
+        # a MongoDB that is down delays the start by a few seconds, never stops it.
+        manage = settings.BASE_DIR / "manage.py"
+        try:
+            done = subprocess.run([sys.executable, str(manage), "migrate", "--database", "audit", "--noinput", "-v0"],
+                                  capture_output=True, text=True, timeout=120)
+            failed = done.returncode != 0 and done.stderr.strip().splitlines()[-1:]
+        except subprocess.TimeoutExpired:
+            failed = ["timed out"]
+        if failed:
+            server.log.warning("audit store not migrated (events still go to the log): %s", failed[0][:300])
+
+
+def worker_exit(server, worker):
+    from audit.writer import writer
+
+    writer.flush(5.0)  # audit events still queued for the store
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+_keeper = None
+
+
+def when_ready(server):
+    """Starts the warm-pool keeper (its own process: the master must stay lean and fork-safe)."""
+    global _keeper
+    import subprocess
+    import sys
+
+    if settings.SANDBOX_POOL and settings.SANDBOX_BACKEND == "docker":
+        _keeper = subprocess.Popen([sys.executable, str(settings.BASE_DIR / "manage.py"), "pool_keeper"])
+        server.log.info("warm pool keeper started (pid %s)", _keeper.pid)
+
+
+def on_exit(server):
+    """Stops the keeper, which removes every warm sandbox: nothing is left behind."""
+    if _keeper is not None and _keeper.poll() is None:
+        _keeper.terminate()
+        try:
+            _keeper.wait(60)
+        except Exception:
+            _keeper.kill()

@@ -14,6 +14,15 @@ def database_ok() -> dict:
         return {"ok": False, "error": str(error)[:200]}
 
 
+def audit_store() -> dict:
+    try:
+        from audit.writer import store_health
+
+        return store_health()
+    except Exception as error:
+        return {"ok": False, "error": str(error)[:200]}
+
+
 @api_view(["GET"])
 @authentication_classes([])
 @permission_classes([])
@@ -29,6 +38,9 @@ def health(request):
     except Exception as error:
         engine = {"ok": False, "error": str(error)[:200]}
     body = {"status": "ok" if database["ok"] and engine["ok"] else "degraded", "database": database, "engine": engine}
+    # Reported, never a reason for "degraded": without its store the audit trail still goes to
+    # the log lines, and every request still succeeds.
+    body["audit"] = audit_store()
     if database["ok"]:
         body["slots"] = {"total": settings.SANDBOX_MAX_CONCURRENT_EXECUTIONS, "free": slots.free_slots(),
                          "queue": slots.queue_depth(), "max_queue": settings.SANDBOX_MAX_QUEUE}

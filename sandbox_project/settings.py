@@ -40,6 +40,8 @@ SANDBOX_BACKEND = c.choice("SANDBOX_BACKEND", "docker", c.BACKENDS)
 SANDBOX_DOCKER_IMAGE = c.text("SANDBOX_DOCKER_IMAGE", "librechat/sandbox-executor:latest")
 SANDBOX_DOCKER_RUNTIME = c.choice("SANDBOX_DOCKER_RUNTIME", "runc", c.RUNTIMES)
 SANDBOX_DOCKER_HOST = c.text("SANDBOX_DOCKER_HOST") or c.text("DOCKER_HOST")
+SANDBOX_BWRAP_ROOTFS = c.text("SANDBOX_BWRAP_ROOTFS", "/var/lib/codeinterp/rootfs")
+SANDBOX_BWRAP_UID_BASE = c.integer("SANDBOX_BWRAP_UID_BASE", 200000, 1000, 4_000_000_000)
 SANDBOX_TIMEOUT_MS = c.integer("SANDBOX_TIMEOUT_MS", 30000, 100, 3_600_000)
 SANDBOX_COMPILE_TIMEOUT_MS = c.integer("SANDBOX_COMPILE_TIMEOUT_MS", 30000, 100, 3_600_000)
 SANDBOX_MEMORY_MB = c.integer("SANDBOX_MEMORY_MB", 512, 32, 1_048_576)
@@ -55,6 +57,9 @@ SANDBOX_QUEUE_TIMEOUT_MS = c.integer("SANDBOX_QUEUE_TIMEOUT_MS", 30000, 0, 3_600
 # How long a slot lease outlives the run's own time budget (copying files in and out).
 # A worker killed mid-run gives its slot back when the lease runs out.
 SANDBOX_LEASE_MARGIN_MS = c.integer("SANDBOX_LEASE_MARGIN_MS", 30000, 1000)
+# Warm sandboxes started ahead of time, per language (executor/pool.py); "off" for none.
+SANDBOX_POOL = c.pool_sizes("SANDBOX_POOL", "py:2")
+SANDBOX_POOL_MAX_AGE_S = c.integer("SANDBOX_POOL_MAX_AGE_S", 600, 10)
 SANDBOX_WORKERS = c.integer("SANDBOX_WORKERS", 2, 1, 64)
 SANDBOX_THREADS = c.integer("SANDBOX_THREADS", 16, 1, 256)
 

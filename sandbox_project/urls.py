@@ -2,8 +2,10 @@
 trailing slash, so each API route is listed once."""
 
 from django.contrib import admin
-from django.urls import path
+from django.contrib.staticfiles.views import serve as serve_static
+from django.urls import path, re_path
 
+from audit.metrics import metrics_view
 from executor.views import ExecViewSet, RuntimeViewSet
 from storage.views import FileViewSet, UploadViewSet
 
@@ -16,6 +18,9 @@ handler500 = "sandbox_project.errors.json_500"
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("health", health),
+    path("metrics", metrics_view),
+    # The admin's CSS and JS, found in the apps (no collectstatic, no second web server).
+    re_path(r"^static/(?P<path>.*)$", serve_static, {"insecure": True}),
     path("exec", ExecViewSet.as_view({"post": "create"})),
     path("runtimes", RuntimeViewSet.as_view({"get": "list"})),
     path("upload", UploadViewSet.as_view({"post": "create"})),

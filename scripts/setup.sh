@@ -14,8 +14,10 @@ if [ "$(id -u)" != 0 ]; then
   say "run as root: the server mounts a quota-limited tmpfs per execution and drives Docker"; exit 1
 fi
 
-apt_install python3 python3-venv ca-certificates
+apt_install python3 python3-venv ca-certificates bubblewrap libseccomp2
 scripts/engine.sh
+# The executor image unpacked for SANDBOX_BACKEND=bwrap (idempotent: stamped with the image id).
+docker/export-rootfs.sh
 
 py=/usr/bin/python3
 stamp=.venv/.requirements.sha
@@ -28,7 +30,10 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
 fi
 
 if [ -n "$dev" ]; then
-  apt_install nodejs npm chromium
+  apt_install chromium
+  # Node.js may come from elsewhere (NodeSource ships npm inside its nodejs package, which
+  # conflicts with Debian's npm): install Debian's only when there is no npm at all.
+  command -v npm >/dev/null 2>&1 || apt_install nodejs npm
   if [ ! -d tests/e2e/node_modules/@librechat/agents ] || [ tests/e2e/package-lock.json -nt tests/e2e/node_modules/.package-lock.json ]; then
     say "installing the @librechat/agents test client"
     (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error >/dev/null)

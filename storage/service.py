@@ -153,8 +153,9 @@ def list_session(caller, session_id: str, detail: str) -> list:
 
 def delete(caller, session_id: str, file_id: str, request=None) -> dict:
     stored = find_for(caller, session_id, file_id)
+    # Read everything the audit entry needs first: deleting a row resets its id to None.
+    event = {"user_id": getattr(caller, "user_id", None) or stored.session.user_id or None, "session_id": stored.session_id,
+             "file": {"fileId": stored.id, "filename": stored.name, "size": stored.size, "mimeType": stored.content_type}}
     store.delete_file(stored)
-    record("delete", request, user_id=getattr(caller, "user_id", None) or stored.session.user_id or None,
-           session_id=stored.session_id, file={"fileId": stored.id, "filename": stored.name, "size": stored.size,
-                                              "mimeType": stored.content_type})
+    record("delete", request, **event)
     return {"message": "File deleted successfully", "session_id": session_id, "fileId": file_id}
