@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 
 CODE_DIR = "/mnt/code"
 BUILD_DIR = "/tmp/build"
+# Read-only caches made at image build by docker/executor/prepare-caches.sh (built with the
+# same compiler flags as below; a missing or stale cache only costs time, never an error).
+CXX_PCH_DIR = "/opt/sandbox/cxx-pch"
+JAVAC_CDS_ARCHIVE = "/opt/sandbox/java/javac.jsa"
 
 
 @dataclass(frozen=True)
@@ -28,9 +32,7 @@ class Language:
 
     def source_name(self, code: str) -> str:
         if self.key == "java":
-            # javac wants a public class in a file of the same name.
-            match = re.search(r"public\s+(?:final\s+|abstract\s+)*class\s+([A-Za-z_$][A-Za-z0-9_$]*)", code)
-            return f"{match.group(1) if match else 'Main'}.java"
+            return f"{java_main_class(code)}.java"
         return self.source
 
     def fill(self, argv: tuple[str, ...], source: str) -> list[str]:
@@ -39,6 +41,27 @@ class Language:
             part.replace("{src}", f"{CODE_DIR}/{source}").replace("{out}", f"{BUILD_DIR}/main").replace("{class}", stem)
             for part in argv
         ]
+
+
+_JAVA_PUBLIC_CLASS = re.compile(r"\bpublic\s+(?:(?:final|abstract|strictfp)\s+)*class\s+([A-Za-z_$][\w$]*)")
+_JAVA_CLASS = re.compile(r"(?<![.\w$])class\s+([A-Za-z_$][\w$]*)")
+_JAVA_NOISE = re.compile(r'//[^\n]*|/\*.*?\*/|"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\'', re.S)
+_JAVA_MAIN = re.compile(r"\bstatic\s+(?:final\s+)?void\s+main\s*\(")
+
+
+def java_main_class(code: str) -> str:
+    """The class to compile the file as and to run: javac wants a public class in a file of
+    the same name; without one, the class declared last before `static void main(`."""
+    code = _JAVA_NOISE.sub(" ", code)  # comments and literals may say "public class" too
+    match = _JAVA_PUBLIC_CLASS.search(code)
+    if match:
+        return match.group(1)
+    main = _JAVA_MAIN.search(code)
+    if main:
+        before = _JAVA_CLASS.findall(code, 0, main.start())
+        if before:
+            return before[-1]
+    return "Main"
 
 
 LANGUAGES: tuple[Language, ...] = (
@@ -52,17 +75,22 @@ LANGUAGES: tuple[Language, ...] = (
     ),
     Language(
         "cpp", ("c++", "g++", "cxx"), "main.cpp", ("{out}",), ("g++", "--version"),
-        compile=("g++", "-O2", "-pipe", "-o", "{out}", "{src}", "-lm"),
+        # -I: the image's precompiled <iostream> and <bits/stdc++.h> (prepare-caches.sh)
+        compile=("g++", "-O2", "-pipe", "-I", CXX_PCH_DIR, "-o", "{out}", "{src}", "-lm"),
     ),
     Language(
         "java", (), "Main.java", ("java", "-Xshare:auto", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-cp", BUILD_DIR, "{class}"),
         ("javac", "-version"),
-        compile=("javac", "-J-Xshare:auto", "-J-XX:+UseSerialGC", "-J-XX:TieredStopAtLevel=1", "-d", BUILD_DIR, "{src}"),
+        compile=(
+            "javac", "-J-Xshare:auto", f"-J-XX:SharedArchiveFile={JAVAC_CDS_ARCHIVE}", "-J-XX:+UseSerialGC",
+            "-J-XX:TieredStopAtLevel=1", "-d", BUILD_DIR, "{src}",
+        ),
     ),
     Language("php", (), "main.php", ("php", "{src}"), ("php", "--version")),
     Language(
         "rs", ("rust", "rustc"), "main.rs", ("{out}",), ("rustc", "--version"),
-        compile=("rustc", "-C", "opt-level=1", "-o", "{out}", "{src}"),
+        # strip=debuginfo: std's debug info is not copied into every binary (a third of the link)
+        compile=("rustc", "-C", "opt-level=1", "-C", "strip=debuginfo", "-o", "{out}", "{src}"),
     ),
     Language(
         "go", ("golang",), "main.go", ("{out}",), ("go", "version"),
