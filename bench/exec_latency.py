@@ -1,6 +1,6 @@
 """Wall time of one /exec through HTTP, next to the bare floor measured in the same run.
 
-    .venv/bin/python bench/exec_latency.py [--runs 30] [--runtime runc|runsc]
+    .venv/bin/python bench/exec_latency.py [--runs 30] [--backend docker|bwrap] [--runtime runc|runsc]
 
 Starts its own server (tests/liveserver.py) on 127.0.0.1, warms up, then times each program
 `--runs` times and prints median / p95 / p99 and the ratio to the floor: the same kind of
@@ -67,23 +67,30 @@ def time_exec(client: Client, lang: str, code: str, runs: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=30)
-    parser.add_argument("--runtime", default="runc", choices=["runc", "runsc"])
+    parser.add_argument("--backend", default="docker", choices=["docker", "bwrap"])
+    parser.add_argument("--runtime", default="runc", choices=["runc", "runsc"], help="the Docker backend's runtime")
     args = parser.parse_args()
-    server = LiveServer(SANDBOX_DOCKER_RUNTIME=args.runtime, SANDBOX_LOG_LEVEL="warn", SANDBOX_TIMEOUT_MS="30000").start()
+    label = f"docker backend, runtime {args.runtime}" if args.backend == "docker" else "bwrap backend"
+    server = LiveServer(
+        SANDBOX_BACKEND=args.backend, SANDBOX_DOCKER_RUNTIME=args.runtime, SANDBOX_LOG_LEVEL="warn", SANDBOX_TIMEOUT_MS="30000"
+    ).start()
     try:
         client = Client(server)
         floor = time_floor(args.runs)
         rows = {name: time_exec(client, lang, code, args.runs) for name, (lang, code) in PROGRAMS.items()}
     finally:
         server.stop()
-    print(f"\n/exec through HTTP, docker backend, runtime {args.runtime}, {args.runs} runs each")
+    print(f"\n/exec through HTTP, {label}, {args.runs} runs each")
     print(f"{'program':28} {'median ms':>10} {'p95 ms':>8} {'p99 ms':>8} {'x floor':>8}")
     print(f"{'floor: python3 -c print(1)':28} {floor['median_ms']:10.1f} {floor['p95_ms']:8.1f} {floor['p99_ms']:8.1f} {1:8.1f}")
     for name, row in rows.items():
         print(f"{name:28} {row['median_ms']:10.1f} {row['p95_ms']:8.1f} {row['p99_ms']:8.1f} {row['median_ms'] / floor['median_ms']:8.1f}")
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)
-    (out / f"exec_latency_{args.runtime}.json").write_text(json.dumps({"floor": floor, "programs": rows, "runtime": args.runtime}, indent=2))
+    name = args.runtime if args.backend == "docker" else args.backend
+    (out / f"exec_latency_{name}.json").write_text(
+        json.dumps({"floor": floor, "programs": rows, "backend": args.backend, "runtime": args.runtime}, indent=2)
+    )
 
 
 if __name__ == "__main__":

@@ -10,4 +10,7 @@ if [ $# -gt 0 ]; then exec .venv/bin/python -m pytest "$@"; fi
 .venv/bin/python -m pytest
 # The warm pool must not change anything a client can observe: the API suite again, cold.
 echo "== the API suite again with the warm pool off =="
-SANDBOX_TEST_POOL=off exec .venv/bin/python -m pytest tests/api tests/executor/test_basic_languages.py
+SANDBOX_TEST_POOL=off .venv/bin/python -m pytest tests/api tests/executor/test_basic_languages.py
+# And the same API suite on the bubblewrap backend (the escape suite already ran on it above).
+echo "== the API suite again on the bubblewrap backend =="
+SANDBOX_TEST_BACKEND=bwrap exec .venv/bin/python -m pytest tests/api tests/executor/test_basic_languages.py

@@ -19,4 +19,8 @@ def get_backend():
                     from .docker import DockerBackend
 
                     _backend = DockerBackend()
+                elif settings.SANDBOX_BACKEND == "bwrap":
+                    from .bwrap import BwrapBackend
+
+                    _backend = BwrapBackend()
     return _backend

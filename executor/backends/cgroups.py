@@ -83,6 +83,17 @@ class Accounting:
         except (OSError, ValueError):
             return None, None
 
+    def reset(self, name: str) -> None:
+        """Zeroes the peak and CPU counters (v1), so a warm sandbox's numbers cover only the
+        program it then runs, not its start-up. cgroup v2 keeps memory.peak."""
+        if self.version != 1:
+            return
+        for path in (ROOT / "memory" / PARENT / name / "memory.max_usage_in_bytes", ROOT / "cpuacct" / PARENT / name / "cpuacct.usage"):
+            try:
+                path.write_text("0")
+            except OSError:
+                pass
+
     def close(self, name: str) -> None:
         for path in self.leftovers(name):
             for _ in range(50):  # the engine may still be tearing the child cgroup down
@@ -93,3 +104,333 @@ class Accounting:
                     break
                 except OSError:
                     time.sleep(0.01)
+
+
+# -- per-execution limit cgroups (the bwrap backend) ---------------------------------------
+#
+# Each execution gets `codeinterp/<name>` below the server's *own* cgroup (from
+# /proc/self/cgroup), so an outer limit on the server also bounds its executions.
+#   cgroup v2: one directory with memory.max, memory.swap.max=0, pids.max, cpu.max; killed with
+#              cgroup.kill. The controllers must be enabled in the server's cgroup, which the
+#              kernel allows only when it holds no process: the server then moves itself into a
+#              leaf `codeinterp-server` beside `codeinterp` (what docker-in-docker does).
+#   cgroup v1: one directory per hierarchy (memory with memsw = memory, pids, cpu quota, cpuacct,
+#              freezer); killed with the cgroup.kill of a cgroup2 directory when the host has a
+#              (hybrid) unified mount, else frozen and SIGKILLed pid by pid.
+
+import errno as _errno
+import signal as _signal
+
+SERVER_LEAF = "codeinterp-server"
+V1_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct", "freezer")
+CPU_PERIOD_US = 100_000
+
+
+class CgroupError(RuntimeError):
+    pass
+
+
+def _read(path: Path) -> str:
+    return path.read_text()
+
+
+def _write(path: Path, value) -> None:
+    with open(path, "w") as out:
+        out.write(str(value))
+
+
+def _own_paths() -> tuple[dict[str, str], str | None]:
+    """({v1 controller: path}, v2 path) of this process, from /proc/self/cgroup."""
+    v1, v2 = {}, None
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            v2 = path
+        for name in controllers.split(","):
+            v1[name.removeprefix("name=")] = path
+    return v1, v2
+
+
+def _cgroup_mounts() -> list[tuple[str, str, str, list[str]]]:
+    """[(fstype, mount root, mount point, super options)] of the cgroup filesystems."""
+    found = []
+    with open("/proc/self/mountinfo") as mounts:
+        for line in mounts:
+            left, _, right = line.partition(" - ")
+            fields, tail = left.split(), right.split()
+            if len(tail) >= 3 and tail[0] in ("cgroup", "cgroup2"):
+                found.append((tail[0], fields[3], fields[4].replace("\\040", " "), tail[2].split(",")))
+    return found
+
+
+def _join(mount_point: str, mount_root: str, own: str) -> Path:
+    """The directory of cgroup `own` in a mount whose root is `mount_root` (a container may
+    mount a sub-tree; with a cgroup namespace both are "/")."""
+    if mount_root != "/" and (own == mount_root or own.startswith(mount_root + "/")):
+        own = own[len(mount_root):] or "/"
+    return Path(mount_point + own.rstrip("/"))
+
+
+def _pids_of(directory: Path) -> list[int]:
+    try:
+        return [int(p) for p in _read(directory / "cgroup.procs").split()]
+    except FileNotFoundError:
+        return []
+
+
+def _rmdir(path: Path, patience_s: float = 2.0) -> bool:
+    """rmdir, retried while the last tasks of the cgroup are still being torn down."""
+    deadline = time.monotonic() + patience_s
+    pause = 0.001
+    while True:
+        try:
+            path.rmdir()
+            return True
+        except FileNotFoundError:
+            return True
+        except OSError as error:
+            if error.errno != _errno.EBUSY or time.monotonic() > deadline:
+                log.warning("cannot remove cgroup", extra={"path": str(path), "error": str(error)})
+                return False
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+
+
+@dataclass
+class ExecutionCgroup:
+    """The cgroup(s) of one execution: enter them, kill everything in them, read the counters."""
+
+    version: int
+    dirs: dict[str, Path]  # role -> directory; roles: memory, pids, cpu, cpuacct, freezer, kill
+    unique: list[Path]
+
+    @property
+    def procs_files(self) -> list[str]:
+        return [str(d / "cgroup.procs") for d in self.unique]
+
+    def pids(self) -> list[int]:
+        return _pids_of(self.dirs["pids"])
+
+    def kill(self) -> None:
+        """SIGKILL to every process of the execution, including any it forked meanwhile."""
+        kill_dir = self.dirs.get("kill")
+        if kill_dir is not None:
+            try:
+                _write(kill_dir / "cgroup.kill", 1)
+                return
+            except OSError:
+                pass
+        freezer = self.dirs.get("freezer")
+        frozen = False
+        if freezer is not None:
+            try:
+                _write(freezer / "freezer.state", "FROZEN")
+                frozen = True
+                for _ in range(200):  # a frozen cgroup cannot fork while we kill it
+                    if _read(freezer / "freezer.state").strip() == "FROZEN":
+                        break
+                    time.sleep(0.001)
+            except OSError:
+                pass
+        for _ in range(100):
+            pids = self.pids()
+            if not pids:
+                break
+            for pid in pids:
+                try:
+                    os.kill(pid, _signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            if frozen:
+                break
+            time.sleep(0.001)
+        if frozen:
+            try:
+                _write(freezer / "freezer.state", "THAWED")  # SIGKILL is delivered on thaw
+            except OSError:
+                pass
+
+    def wait_empty(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        pause = 0.0005
+        while self.pids():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(pause)
+            pause = min(pause * 2, 0.02)
+        return True
+
+    def stop_all(self, timeout_s: float = 5.0) -> bool:
+        """Kills until nothing of the execution runs; True when the cgroup is empty."""
+        deadline = time.monotonic() + timeout_s
+        while self.pids():
+            self.kill()
+            if self.wait_empty(min(0.5, max(0.0, deadline - time.monotonic()))):
+                return True
+            if time.monotonic() > deadline:
+                return False
+        return True
+
+    def stats(self) -> tuple[int | None, int | None, int]:
+        """(peak memory bytes, cpu ms, OOM kills)."""
+        peak = cpu_ms = None
+        oom_kills = 0
+        mem = self.dirs["memory"]
+        try:
+            if self.version == 1:
+                peak = int(_read(mem / "memory.max_usage_in_bytes"))
+                cpu_ms = int(_read(self.dirs["cpuacct"] / "cpuacct.usage")) // 1_000_000
+                control = dict(line.split() for line in _read(mem / "memory.oom_control").splitlines())
+                oom_kills = int(control.get("oom_kill", 0))
+            else:
+                if (mem / "memory.peak").exists():
+                    peak = int(_read(mem / "memory.peak"))
+                stat = dict(line.split() for line in _read(mem / "cpu.stat").splitlines())
+                cpu_ms = int(stat.get("usage_usec", 0)) // 1000
+                events = dict(line.split() for line in _read(mem / "memory.events").splitlines())
+                oom_kills = int(events.get("oom_kill", 0))
+        except (OSError, ValueError) as error:
+            log.warning("cannot read cgroup counters", extra={"error": str(error)})
+        return peak, cpu_ms, oom_kills
+
+    def remove(self) -> bool:
+        if self.version == 1:
+            try:  # hand the charged page cache back now, or dying memcgs pile up in the kernel
+                _write(self.dirs["memory"] / "memory.force_empty", 0)
+            except OSError:
+                pass
+        ok = True
+        for directory in self.unique:
+            ok = _rmdir(directory) and ok
+        return ok
+
+
+@dataclass
+class CgroupTree:
+    """Where per-execution cgroups are made: the `codeinterp` parent in each hierarchy."""
+
+    version: int
+    parents: dict[str, Path]  # role -> codeinterp parent directory
+
+    @classmethod
+    def detect(cls) -> CgroupTree:
+        own_v1, own_v2 = _own_paths()
+        mounts = _cgroup_mounts()
+        v2_mount = next((m for m in mounts if m[0] == "cgroup2"), None)
+        if v2_mount is not None and own_v2 is not None:
+            base = _join(v2_mount[2], v2_mount[1], own_v2)
+            if base.name == SERVER_LEAF:
+                base = base.parent
+            available = _read(base / "cgroup.controllers").split() if (base / "cgroup.controllers").exists() else []
+            if "memory" in available and "pids" in available:
+                return cls._detect_v2(base, {"memory", "pids"} | ({"cpu"} & set(available)))
+        parents: dict[str, Path] = {}
+        for fstype, root, point, options in mounts:
+            if fstype != "cgroup":
+                continue
+            for role in V1_CONTROLLERS:
+                if role in options and role in own_v1 and role not in parents:
+                    parents[role] = _join(point, root, own_v1[role]) / PARENT
+        missing = [r for r in ("memory", "pids", "cpu", "cpuacct") if r not in parents]
+        if missing:
+            raise CgroupError(f"no cgroup v2 with the memory controller and no v1 hierarchy for {', '.join(missing)}")
+        if v2_mount is not None and own_v2 is not None:  # hybrid: the unified tree is for cgroup.kill
+            parents["kill"] = _join(v2_mount[2], v2_mount[1], own_v2) / PARENT
+        tree = cls(1, parents)
+        tree._make_parents()
+        return tree
+
+    @classmethod
+    def _detect_v2(cls, base: Path, wanted: set[str]) -> CgroupTree:
+        """`wanted`: memory and pids, and cpu where it is delegated to us."""
+        enabled = set(_read(base / "cgroup.subtree_control").split())
+        if not wanted <= enabled:
+            try:
+                _write(base / "cgroup.subtree_control", " ".join(f"+{c}" for c in sorted(wanted)))
+            except OSError as error:
+                if error.errno != _errno.EBUSY:
+                    raise CgroupError(f"cannot enable {' '.join(sorted(wanted))} in {base}: {error}") from None
+                # "No internal processes": our cgroup holds processes (the server), so move them
+                # into a leaf first; workers started later find themselves in that leaf.
+                leaf = base / SERVER_LEAF
+                leaf.mkdir(exist_ok=True)
+                for pid in _pids_of(base):
+                    try:
+                        _write(leaf / "cgroup.procs", pid)
+                    except OSError:
+                        pass  # exited meanwhile, or a kernel thread
+                log.warning("moved the server's processes into a leaf cgroup", extra={"leaf": str(leaf)})
+                try:
+                    _write(base / "cgroup.subtree_control", " ".join(f"+{c}" for c in sorted(wanted)))
+                except OSError as again:
+                    raise CgroupError(f"cannot enable {' '.join(sorted(wanted))} in {base}: {again}") from None
+        parent = base / PARENT
+        parent.mkdir(exist_ok=True)
+        if not wanted <= set(_read(parent / "cgroup.subtree_control").split()):
+            _write(parent / "cgroup.subtree_control", " ".join(f"+{c}" for c in sorted(wanted)))
+        return cls(2, {role: parent for role in ("memory", "pids", "cpu", "cpuacct", "kill")})
+
+    def _make_parents(self) -> None:
+        for role, parent in self.parents.items():
+            try:
+                parent.mkdir(exist_ok=True)
+            except OSError as error:
+                if role in ("kill", "freezer"):  # optional helpers
+                    del self.parents[role]
+                    return self._make_parents()
+                raise CgroupError(f"cannot create {parent}: {error}") from None
+        if "kill" in self.parents and not (self.parents["kill"] / "cgroup.kill").exists():
+            del self.parents["kill"]  # a kernel before 5.14
+        if "kill" in self.parents:
+            self.parents.pop("freezer", None)  # cgroup.kill does the freezer's job, one cgroup less
+
+    def create(self, name: str, memory_bytes: int, pids: int, cpus: float) -> ExecutionCgroup:
+        dirs = {role: parent / name for role, parent in self.parents.items()}
+        unique = list(dict.fromkeys(dirs.values()))
+        made: list[Path] = []
+        try:
+            for directory in unique:
+                directory.mkdir()
+                made.append(directory)
+            quota = max(1000, int(cpus * CPU_PERIOD_US))
+            if self.version == 1:
+                mem = dirs["memory"]
+                _write(mem / "memory.limit_in_bytes", memory_bytes)
+                if (mem / "memory.memsw.limit_in_bytes").exists():  # swap accounting may be off
+                    _write(mem / "memory.memsw.limit_in_bytes", memory_bytes)
+                _write(dirs["pids"] / "pids.max", pids)
+                _write(dirs["cpu"] / "cpu.cfs_period_us", CPU_PERIOD_US)
+                _write(dirs["cpu"] / "cpu.cfs_quota_us", quota)
+            else:
+                directory = dirs["memory"]
+                _write(directory / "memory.max", memory_bytes)
+                if (directory / "memory.swap.max").exists():
+                    _write(directory / "memory.swap.max", 0)
+                _write(directory / "pids.max", pids)
+                if (directory / "cpu.max").exists():
+                    _write(directory / "cpu.max", f"{quota} {CPU_PERIOD_US}")
+                if not (directory / "cgroup.kill").exists():
+                    del dirs["kill"]  # a kernel before 5.14: kill pid by pid
+        except OSError as error:
+            for directory in reversed(made):
+                _rmdir(directory, 0.1)
+            raise CgroupError(f"cannot set up the execution cgroup {name}: {error}") from None
+        return ExecutionCgroup(self.version, dirs, unique)
+
+    def existing(self) -> list[ExecutionCgroup]:
+        """The execution cgroups that exist now (of any server sharing this parent)."""
+        names: set[str] = set()
+        for parent in self.parents.values():
+            try:
+                names.update(p.name for p in parent.iterdir() if p.is_dir())
+            except OSError:
+                continue
+        found = []
+        for name in sorted(names):
+            dirs = {role: parent / name for role, parent in self.parents.items() if (parent / name).is_dir()}
+            if "memory" in dirs and "pids" in dirs:
+                found.append(ExecutionCgroup(self.version, dirs, list(dict.fromkeys(dirs.values()))))
+        return found
+
+    def writable(self) -> bool:
+        return all(os.access(parent, os.W_OK) for parent in self.parents.values())

@@ -9,6 +9,7 @@ setuid/setgid bits on files. Everything else is allowed; capabilities are all dr
 
 import errno
 import json
+import tempfile
 
 DENIED = """
 ptrace process_vm_readv process_vm_writev kcmp mount umount umount2 pivot_root chroot mount_setattr
@@ -53,3 +54,62 @@ def build_profile() -> dict:
 
 
 PROFILE_JSON = json.dumps(build_profile(), separators=(",", ":"))
+
+
+# -- the same rules as a BPF program (bwrap --seccomp FD) -------------------------------------
+# fchmodat2 (Linux 6.6) is unknown to older libseccomp releases; its number on x86_64.
+_FALLBACK_NUMBERS = {"fchmodat2": 452}
+
+
+class SeccompUnavailable(RuntimeError):
+    pass
+
+
+def _libseccomp():
+    """pyseccomp (PyPI, requirements.txt) or Debian's python3-seccomp: same API, both ctypes
+    or C bindings over libseccomp2."""
+    try:
+        import pyseccomp as seccomp
+    except ImportError:
+        try:
+            import seccomp
+        except ImportError:
+            raise SeccompUnavailable(
+                "no libseccomp binding: install pyseccomp (pip install -r requirements.txt) or python3-seccomp"
+            ) from None
+    except RuntimeError as error:  # pyseccomp without libseccomp2 itself
+        raise SeccompUnavailable(f"{error} (apt-get install libseccomp2)") from None
+    return seccomp
+
+
+def build_bpf() -> bytes:
+    """DENIED, NAMESPACE_FLAGS, SETUID_BITS and TIOCSTI compiled to BPF for the native
+    architecture. Unlike the JSON profile no 32-bit ABI is admitted: libseccomp kills a
+    syscall of a foreign architecture (nothing in the sandbox needs one)."""
+    seccomp = _libseccomp()
+    flt = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
+
+    def deny(name, *args, err=errno.EPERM):
+        try:
+            flt.add_rule(seccomp.ERRNO(err), name, *args)
+        except (ValueError, RuntimeError):  # not a syscall of this architecture (vm86, umount, create_module...)
+            if name in _FALLBACK_NUMBERS:
+                flt.add_rule(seccomp.ERRNO(err), _FALLBACK_NUMBERS[name], *args)
+
+    masked = seccomp.MASKED_EQ
+    for name in DENIED:
+        deny(name)
+    for bit in NAMESPACE_FLAGS:
+        deny("clone", seccomp.Arg(0, masked, bit, bit))
+    deny("clone3", err=errno.ENOSYS)
+    # ioctl's request is an unsigned int: compare the low 32 bits only, like the kernel does.
+    deny("ioctl", seccomp.Arg(1, masked, 0xFFFFFFFF, TIOCSTI))
+    for bit in SETUID_BITS:
+        deny("chmod", seccomp.Arg(1, masked, bit, bit))
+        deny("fchmod", seccomp.Arg(1, masked, bit, bit))
+        deny("fchmodat", seccomp.Arg(2, masked, bit, bit))
+        deny("fchmodat2", seccomp.Arg(2, masked, bit, bit))
+    with tempfile.TemporaryFile() as out:
+        flt.export_bpf(out)
+        out.seek(0)
+        return out.read()

@@ -1,0 +1,413 @@
+"""The bubblewrap backend: the executor image's files, run without a container engine.
+
+The root is the executor image unpacked into a directory (docker/export-rootfs.sh), bound
+read-only. Per execution (research/isolation.md §4, §6):
+
+- a host uid of its own, owner_uid(slot) = SANDBOX_BWRAP_UID_BASE + slot. bwrap is never
+  started as host root: with a user namespace its sandbox uid would map to host uid 0;
+- cgroups under the server's own cgroup (memory = memory+swap, pids, CPU quota), entered by
+  the launcher shell before anything else runs, so every process of the execution is in them;
+- rlimits (nofile, fsize = the disk quota, no core files), a clean environment (bwrap's pid 1
+  keeps it, and the sandbox can read it), stdin /dev/null, a session of its own;
+- bwrap: every namespace (network = loopback only), no capabilities, no further user
+  namespaces, a seccomp BPF built from the same rules as the Docker profile (seccomp.py), a
+  size-capped /tmp, /proc, a minimal /dev, /mnt/data and /mnt/code, read-only everything else.
+
+The work dirs live below root-only directories the sandbox uid cannot traverse, so each
+execution sees them through an opaque per-execution alias (/run/codeinterp/bwrap/<id>, 0700,
+owned by its uid) holding bind mounts of data/ and code/; the alias is also the only host path
+that bwrap's argv (readable in /proc/1/cmdline inside) contains.
+
+Output is read from pipes with a per-stream cap and the wall-clock deadline; on a breach the
+whole cgroup is killed. run() returns only once the cgroup is empty and removed: nothing of an
+execution runs on after it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import os
+import secrets
+import select
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from django.conf import settings
+
+from .base import SANDBOX_UID, Limits, RunResult, RunSpec
+from .cgroups import CgroupError, CgroupTree, ExecutionCgroup
+from .seccomp import SeccompUnavailable, build_bpf
+
+log = logging.getLogger("sandbox.bwrap")
+
+PREFIX = "bw-"  # names of our cgroups and aliases: bw-<reap-after epoch>-<execution>
+ALIAS_ROOT = Path("/run/codeinterp/bwrap")
+REAP_GRACE_S = 10
+HOST_PATH = "/usr/bin:/bin:/usr/sbin:/sbin"
+# Top-level entries of the rootfs the sandbox sees (symlinks such as bin -> usr/bin are recreated).
+ROOTFS_DIRS = ("usr", "etc", "opt", "var", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
+READ_CHUNK = 1 << 16
+PR_SET_CHILD_SUBREAPER = 36
+MS_BIND = 0x1000
+MNT_DETACH = 0x2
+
+PASSWD = (
+    "root:x:0:0:root:/root:/usr/sbin/nologin\n"
+    f"sandbox:x:{SANDBOX_UID}:{SANDBOX_UID}:sandbox:/mnt/data:/bin/bash\n"
+    "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+)
+GROUP = f"root:x:0:\nsandbox:x:{SANDBOX_UID}:\nnogroup:x:65534:\n"
+HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\tsandbox\n"
+
+# Runs as root for a moment: joins the execution's cgroups, then becomes the rest of argv.
+# Arguments: the number of cgroup.procs files, the files, the command.
+JOIN_CGROUPS = 'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n - 1)); done; exec "$@"'
+LAUNCH_FAILED = 125
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class BwrapUnavailable(RuntimeError):
+    pass
+
+
+def _bind(source: Path, target: Path) -> None:
+    if _libc.mount(str(source).encode(), str(target).encode(), None, MS_BIND, None) != 0:
+        raise BwrapUnavailable(f"cannot bind {source}: {os.strerror(ctypes.get_errno())} (the server must run as root)")
+
+
+def _unmount(target: Path) -> None:
+    if _libc.umount2(str(target).encode(), MNT_DETACH) != 0 and ctypes.get_errno() not in (errno.EINVAL, errno.ENOENT):
+        log.warning("cannot unmount", extra={"path": str(target), "error": os.strerror(ctypes.get_errno())})
+
+
+def _data_pipe(content: bytes) -> int:
+    """The read end of a pipe already holding `content` (bwrap reads it to EOF)."""
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, content)  # a few KiB at most: fits the pipe buffer
+    finally:
+        os.close(write_end)
+    return read_end
+
+
+class BwrapBackend:
+    name = "bwrap"
+
+    def __init__(self):
+        self.rootfs = Path(settings.SANDBOX_BWRAP_ROOTFS)
+        self.uid_base = settings.SANDBOX_BWRAP_UID_BASE
+        self.tools = {tool: shutil.which(tool, path=HOST_PATH) for tool in ("bwrap", "setpriv", "prlimit")}
+        self._tree: CgroupTree | None = None
+        self._bpf: bytes | None = None
+        self._init_lock = threading.Lock()
+        self._active: set[int] = set()  # pids our Popen objects will reap themselves
+        self._active_lock = threading.Lock()
+        # The intermediate process bwrap forks for its nested user namespace outlives its
+        # parent; as a subreaper this process collects it (see _reap_zombies) instead of an
+        # init that may never reap.
+        _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+    # -- the parts that may be missing on a host -------------------------------------------
+    def tree(self) -> CgroupTree:
+        with self._init_lock:
+            if self._tree is None:
+                self._tree = CgroupTree.detect()
+            return self._tree
+
+    def bpf(self) -> bytes:
+        with self._init_lock:
+            if self._bpf is None:
+                self._bpf = build_bpf()
+            return self._bpf
+
+    def image_env(self) -> list[tuple[str, str]]:
+        """The image's ENV (PATH, HOME, MPLCONFIGDIR, GOCACHE...), saved by export-rootfs.sh."""
+        try:
+            lines = (self.rootfs / ".codeinterp" / "env").read_text().splitlines()
+        except OSError:
+            raise BwrapUnavailable(
+                f"no rootfs at {self.rootfs} (run docker/export-rootfs.sh, or set SANDBOX_BWRAP_ROOTFS)"
+            ) from None
+        return [tuple(line.split("=", 1)) for line in lines if "=" in line]
+
+    def owner_uid(self, slot: int) -> int:
+        return self.uid_base + slot
+
+    # -- one execution ---------------------------------------------------------------------
+    def run(self, spec: RunSpec) -> RunResult:
+        missing = [tool for tool, path in self.tools.items() if not path]
+        if missing:
+            raise BwrapUnavailable(f"missing on the host: {', '.join(missing)} (apt-get install bubblewrap util-linux)")
+        env = self.image_env()
+        bpf = self.bpf()
+        uid = self.owner_uid(spec.slot)
+        limits = spec.limits
+        reap_after = int(time.time() + spec.deadline_ms / 1000 + REAP_GRACE_S)
+        cgroup = self.tree().create(f"{PREFIX}{reap_after}-{spec.name}", limits.memory_mb << 20, limits.pids, limits.cpus)
+        result = RunResult()
+        alias = None
+        try:
+            alias = self._expose(spec, uid, reap_after)
+            self._run_in(spec, uid, alias, env, bpf, cgroup, result)
+        finally:
+            if not cgroup.stop_all():
+                log.error("processes of an execution survived SIGKILL", extra={"execution": spec.name})
+            result.peak_memory_bytes, result.cpu_ms, oom_kills = cgroup.stats()
+            result.oom_killed = oom_kills > 0
+            cgroup.remove()
+            if alias is not None:
+                self._unexpose(alias)
+            self._reap_zombies()
+        return result
+
+    def _expose(self, spec: RunSpec, uid: int, reap_after: int) -> Path:
+        ALIAS_ROOT.mkdir(parents=True, exist_ok=True)
+        for level in (ALIAS_ROOT.parent, ALIAS_ROOT):
+            level.chmod(0o711)  # traversable, not listable
+        alias = ALIAS_ROOT / f"{PREFIX}{reap_after}-{secrets.token_hex(8)}"
+        alias.mkdir(mode=0o700)
+        os.chown(alias, uid, uid)
+        for name, source in (("data", spec.data_dir), ("code", spec.code_dir)):
+            (alias / name).mkdir()
+            _bind(source, alias / name)
+        return alias
+
+    def _unexpose(self, alias: Path) -> None:
+        for name in ("data", "code"):
+            _unmount(alias / name)
+            try:
+                (alias / name).rmdir()
+            except OSError:
+                pass
+        try:
+            alias.rmdir()
+        except OSError as error:
+            log.warning("cannot remove alias", extra={"path": str(alias), "error": str(error)})
+
+    def _bwrap_argv(self, alias: Path, limits: Limits, env, fds: dict[str, int]) -> list[str]:
+        argv = [
+            self.tools["bwrap"],
+            "--unshare-all", "--unshare-user", "--disable-userns",  # --disable-userns needs the explicit --unshare-user
+            "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+            "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "sandbox",
+        ]
+        for entry in sorted(self.rootfs.iterdir()):
+            if entry.name not in ROOTFS_DIRS:
+                continue
+            if entry.is_symlink():
+                argv += ["--symlink", os.readlink(entry), f"/{entry.name}"]
+            elif entry.is_dir():
+                argv += ["--ro-bind", str(entry), f"/{entry.name}"]
+        for target in ("/etc/passwd", "/etc/group", "/etc/hosts", "/etc/hostname"):
+            argv += ["--ro-bind-data", str(fds[target]), target]
+        argv += [
+            "--proc", "/proc", "--dev", "/dev",
+            "--perms", "1777", "--size", str(limits.tmp_mb << 20), "--tmpfs", "/tmp",
+            # No sysfs (host hardware); tools that list network interfaces find none.
+            "--dir", "/sys/class/net",
+            "--bind", str(alias / "data"), "/mnt/data",
+            "--ro-bind", str(alias / "code"), "/mnt/code",
+            "--remount-ro", "/",  # after every mount, or bwrap cannot create the mount points
+            "--chdir", "/mnt/data",
+            "--clearenv",
+        ]
+        for key, value in env:
+            argv += ["--setenv", key, value]
+        argv += ["--seccomp", str(fds["seccomp"]), "--"]
+        return argv
+
+    def _run_in(self, spec, uid, alias, env, bpf, cgroup: ExecutionCgroup, result: RunResult) -> None:
+        limits = spec.limits
+        fds: dict[str, int] = {}
+        try:
+            for target, content in (("/etc/passwd", PASSWD), ("/etc/group", GROUP), ("/etc/hosts", HOSTS), ("/etc/hostname", "sandbox\n")):
+                fds[target] = _data_pipe(content.encode())
+            fds["seccomp"] = _data_pipe(bpf)
+            procs = cgroup.procs_files
+            fsize = limits.disk_mb << 20
+            argv = [
+                "/bin/sh", "-c", JOIN_CGROUPS, "codeinterp-launch", str(len(procs)), *procs,
+                self.tools["prlimit"], f"--nofile={limits.nofile}:{limits.nofile}", f"--fsize={fsize}:{fsize}", "--core=0:0", "--",
+                self.tools["setpriv"], f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--",
+                *self._bwrap_argv(alias, limits, env, fds), *spec.argv,
+            ]
+            started = time.monotonic()
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env={"PATH": HOST_PATH}, cwd="/", pass_fds=tuple(fds.values()), start_new_session=True,
+            )
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+        with self._active_lock:
+            self._active.add(proc.pid)
+        try:
+            self._collect(proc, spec, cgroup, result, started)
+        finally:
+            if proc.returncode is None:
+                cgroup.kill()
+                proc.kill()
+                proc.wait()
+            with self._active_lock:
+                self._active.discard(proc.pid)
+
+    def _collect(self, proc: subprocess.Popen, spec: RunSpec, cgroup: ExecutionCgroup, result: RunResult, started: float) -> None:
+        cap = spec.limits.output_max_bytes
+        deadline = started + spec.deadline_ms / 1000
+        out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
+        buffers = {out_fd: bytearray(), err_fd: bytearray()}
+        poller = select.poll()
+        for fd in buffers:
+            poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+        open_fds = set(buffers)
+        stop = False
+        while open_fds and not stop:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                result.timed_out = True
+                break
+            for fd, _ in poller.poll(max(1, int(remaining * 1000))):
+                chunk = os.read(fd, READ_CHUNK)
+                if not chunk:
+                    poller.unregister(fd)
+                    open_fds.discard(fd)
+                    continue
+                target = buffers[fd]
+                room = cap - len(target)
+                target += chunk[: max(room, 0)]
+                if len(chunk) > room:
+                    result.output_truncated = True
+                    stop = True
+        if result.timed_out or result.output_truncated:
+            cgroup.kill()
+        try:
+            # The streams closed (or we stopped reading); the program may still run without them.
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            result.timed_out = True
+            cgroup.kill()
+            proc.wait()
+        result.wall_ms = int((time.monotonic() - started) * 1000)
+        code = proc.returncode
+        if code < 0:  # bwrap itself was killed (the cgroup kill reaches it too)
+            result.signal, result.exit_code = -code, 128 - code
+        else:
+            result.exit_code = code  # bwrap passes on the program's status, 128+n for signal n
+            if 128 < code <= 128 + 64:
+                result.signal = code - 128
+        proc.stdout.close()
+        proc.stderr.close()
+        result.stdout = bytes(buffers[out_fd]).decode("utf-8", errors="replace")
+        result.stderr = bytes(buffers[err_fd]).decode("utf-8", errors="replace")
+        if code == LAUNCH_FAILED and "codeinterp-launch" in result.stderr:
+            log.error("could not enter the execution cgroups", extra={"stderr": result.stderr[-500:]})
+
+    # -- zombies of bwrap's intermediate processes ------------------------------------------
+    def _reap_zombies(self) -> int:
+        reaped = 0
+        for pid in self._children():
+            with self._active_lock:
+                if pid in self._active:
+                    continue
+            try:
+                with open(f"/proc/{pid}/stat") as stat:
+                    state = stat.read().rsplit(")", 1)[1].split()[0]
+                if state != "Z":
+                    continue
+                with open(f"/proc/{pid}/status") as status:
+                    uid = next(int(line.split()[1]) for line in status if line.startswith("Uid:"))
+            except (OSError, StopIteration, IndexError, ValueError):
+                continue
+            if uid < self.uid_base:  # not a sandbox process: some other child of this server
+                continue
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    reaped += 1
+            except ChildProcessError:
+                pass
+        return reaped
+
+    @staticmethod
+    def _children() -> list[int]:
+        pids: list[int] = []
+        try:
+            for task in os.listdir("/proc/self/task"):
+                with open(f"/proc/self/task/{task}/children") as children:
+                    pids += [int(p) for p in children.read().split()]
+        except OSError:
+            pass
+        return pids
+
+    # -- probes, health, housekeeping ----------------------------------------------------
+    def probe(self, argv: list[str]) -> str:
+        """stdout of a short trusted command, same confinement, in a throw-away work area."""
+        import tempfile
+
+        from executor.workspace import Workspace
+
+        limits = Limits(
+            timeout_ms=120_000, compile_timeout_ms=0, memory_mb=1024, pids=256, cpus=1.0,
+            output_max_bytes=1 << 20, tmp_mb=64, disk_mb=16, nofile=1024,
+        )
+        area = Path(tempfile.mkdtemp(prefix="codeinterp-probe-", dir="/var/tmp")) / "area"
+        try:
+            with Workspace(area, limits.disk_mb, 0, self.owner_uid(0)) as ws:
+                spec = RunSpec(f"probe-{secrets.token_hex(6)}", ws.data, ws.code, list(argv), limits, limits.timeout_ms, 0)
+                return self.run(spec).stdout
+        finally:
+            shutil.rmtree(area.parent, ignore_errors=True)
+
+    def health(self) -> dict:
+        report = {"ok": False, "engine": "bwrap", "rootfs": str(self.rootfs)}
+        missing = [tool for tool, path in self.tools.items() if not path]
+        if missing:
+            return {**report, "error": f"missing on the host: {', '.join(missing)}"}
+        try:
+            self.image_env()
+            report["image"] = (self.rootfs / ".codeinterp" / "image-id").read_text().strip()[:19]
+            tree = self.tree()
+            if not tree.writable():
+                return {**report, "error": "the execution cgroups are not writable"}
+            report["cgroup"] = f"v{tree.version}"
+            self.bpf()
+        except (BwrapUnavailable, CgroupError, SeccompUnavailable, OSError) as error:
+            return {**report, "error": str(error)[:200]}
+        return {**report, "ok": True}
+
+    def reap(self) -> int:
+        """Kills and removes what crashed workers left behind: cgroups and aliases whose
+        reap-after time passed. Returns the number of executions cleaned up."""
+        now = time.time()
+        removed = 0
+
+        def expired(name: str) -> bool:
+            if not name.startswith(PREFIX):
+                return False
+            try:
+                return int(name[len(PREFIX):].split("-", 1)[0]) < now
+            except ValueError:
+                return False
+
+        try:
+            tree = self.tree()
+        except CgroupError:
+            tree = None
+        for cgroup in tree.existing() if tree else []:
+            if expired(cgroup.unique[0].name):
+                cgroup.stop_all()
+                cgroup.remove()
+                removed += 1
+        try:
+            aliases = [p for p in ALIAS_ROOT.iterdir() if expired(p.name)]
+        except OSError:
+            aliases = []
+        for alias in aliases:
+            self._unexpose(alias)
+        self._reap_zombies()
+        return removed
