@@ -217,6 +217,7 @@ def mongo_answers(alias: str) -> None:
 
 
 _health_cache: tuple[float, dict] | None = None
+HEALTH_WAIT_S = 0.25
 HEALTH_CACHE_S = 5.0
 
 
@@ -231,14 +232,27 @@ def store_health() -> dict:
     now = time.monotonic()
     if _health_cache is None or now - _health_cache[0] > HEALTH_CACHE_S:
         answer = {"store": _store_label(alias)}
-        try:
-            if answer["store"] == "mongodb":
-                mongo_answers(alias)
-            else:
-                AuditLog.objects.using(alias).exists()  # the table is there and readable
-            answer["ok"] = True
-        except Exception as error:
-            answer.update(ok=False, error=describe(error)[:200])
+
+        def ask():
+            try:
+                if answer["store"] == "mongodb":
+                    mongo_answers(alias)
+                else:
+                    AuditLog.objects.using(alias).exists()  # the table is there and readable
+                answer["ok"] = True
+            except Exception as error:
+                answer.update(ok=False, error=describe(error)[:200])
+            finally:
+                if answer["store"] != "mongodb":
+                    connections[alias].close()  # this thread's own connection
+
+        # /health must answer at once: a store that is slow to answer is reported as not
+        # answering (the check finishes in the background and fills the cache).
+        asker = threading.Thread(target=ask, daemon=True)
+        asker.start()
+        asker.join(HEALTH_WAIT_S)
+        if "ok" not in answer:
+            answer.update(ok=False, error=f"no answer within {HEALTH_WAIT_S} s")
         _health_cache = (time.monotonic(), answer)
     body = {**_health_cache[1], "pending": writer.pending(), "failed": writer.failed}
     if writer.last_error:

@@ -33,8 +33,31 @@ ALLOWED_EXTENSIONS = frozenset(
 @dataclass
 class FoundFile:
     name: str  # relative to /mnt/data
-    path: Path
+    root: Path  # the data dir it lies under
     size: int
+
+    def open(self):
+        return open_beneath(self.root, self.name)
+
+
+def open_beneath(root: Path, name: str):
+    """Opens root/name for reading without following a symlink at any step (each folder is
+    opened relative to the previous one with O_NOFOLLOW), and only if it is a regular file.
+    Even a program still running could not steer the server out of its work dir."""
+    parts = name.split("/")
+    dir_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        for part in parts[:-1]:
+            next_fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+            os.close(dir_fd)
+            dir_fd = next_fd
+        fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(f"{name} is not a regular file")
+    return os.fdopen(fd, "rb")
 
 
 def extension_allowed(name: str) -> bool:
@@ -43,13 +66,14 @@ def extension_allowed(name: str) -> bool:
 
 
 def walk(data_dir: Path, max_depth: int, keep_hidden: set[str]) -> tuple[list[FoundFile], list[dict]]:
-    """Regular files below data_dir, and what was passed over (too deep)."""
+    """Regular files below data_dir, and what was passed over (too deep). Folders are entered
+    through file descriptors opened with O_NOFOLLOW, never by path."""
     found: list[FoundFile] = []
     skipped: list[dict] = []
 
-    def visit(folder: Path, prefix: str, depth: int) -> None:
+    def visit(dir_fd: int, prefix: str, depth: int) -> None:
         try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            entries = sorted(os.scandir(dir_fd), key=lambda e: e.name)
         except OSError:
             return
         for entry in entries:
@@ -64,20 +88,28 @@ def walk(data_dir: Path, max_depth: int, keep_hidden: set[str]) -> tuple[list[Fo
                 if depth + 1 >= max_depth:
                     skipped.append({"name": rel + "/", "reason": "max_depth"})
                     continue
-                visit(Path(entry.path), rel + "/", depth + 1)
+                try:
+                    child = os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+                except OSError:
+                    continue  # replaced by a symlink or removed meanwhile
+                try:
+                    visit(child, rel + "/", depth + 1)
+                finally:
+                    os.close(child)
             elif stat.S_ISREG(info.st_mode):
-                found.append(FoundFile(rel, Path(entry.path), info.st_size))
+                found.append(FoundFile(rel, data_dir, info.st_size))
 
-    visit(data_dir, "", 0)
+    top = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        visit(top, "", 0)
+    finally:
+        os.close(top)
     return found, skipped
 
 
-def sha256_of(path: Path) -> str:
+def sha256_of(item: FoundFile) -> str:
     digest = hashlib.sha256()
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            raise OSError("not a regular file")
+    with item.open() as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

@@ -16,6 +16,8 @@ import os
 import shutil
 from pathlib import Path
 
+from sandbox_project.errors import ApiError
+
 
 _libc = ctypes.CDLL(None, use_errno=True)
 MS_NOSUID, MS_NODEV = 0x2, 0x4
@@ -24,6 +26,15 @@ MNT_DETACH = 0x2
 
 class WorkspaceError(RuntimeError):
     pass
+
+
+def _input_error(error: OSError, what: str) -> ApiError:
+    """What the client sent does not fit the sandbox: a 4xx that says why, not a 500."""
+    if error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return ApiError(413, "payload_too_large", f"{what} does not fit in /mnt/data (SANDBOX_DISK_MB)")
+    if error.errno == errno.ENAMETOOLONG:
+        return ApiError(400, "bad_request", f"the file name of {what} is too long")
+    raise error
 
 
 def _mount_tmpfs(target: Path, size_mb: int) -> None:
@@ -71,7 +82,10 @@ class Workspace:
 
     def write_code(self, name: str, code: str) -> None:
         target = self.code / name
-        target.write_text(code, encoding="utf-8")
+        try:
+            target.write_text(code, encoding="utf-8")
+        except OSError as error:
+            raise _input_error(error, "the source file") from None
         target.chmod(0o644)
 
     def place_input(self, name: str, source: Path) -> Path:
@@ -85,7 +99,10 @@ class Workspace:
             if not parent.exists():
                 parent.mkdir(mode=0o755)
                 os.chown(parent, self.owner, self.owner)
-        shutil.copyfile(source, target)
+        try:
+            shutil.copyfile(source, target)
+        except OSError as error:
+            raise _input_error(error, f"input {name!r}") from None
         os.chown(target, self.owner, self.owner)
         target.chmod(0o644)
         return target

@@ -78,13 +78,14 @@ def save_upload(session: Session, uploaded, name: str, read_only: bool = False) 
         raise
 
 
-def save_output(session: Session, source: Path, name: str, size: int, sha256: str, modified_from=None) -> StoredFile:
-    """Copies a file an execution produced into storage (temporary name, then rename)."""
+def save_output(session: Session, open_source, name: str, size: int, sha256: str, modified_from=None) -> StoredFile:
+    """Copies a file an execution produced into storage (temporary name, then rename).
+    `open_source()` opens it safely (executor.artifacts.open_beneath)."""
     file_id = new_id()
     target = _place(session, "outputs", file_id, name)
     partial = target.with_name(f".{file_id}.partial")
     try:
-        with open(source, "rb", opener=_nofollow) as src, open(partial, "wb") as dst:
+        with open_source() as src, open(partial, "wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
         os.rename(partial, target)
         return _record(session, file_id, name, target, size, sha256, modified_from=modified_from)
@@ -92,10 +93,6 @@ def save_output(session: Session, source: Path, name: str, size: int, sha256: st
         partial.unlink(missing_ok=True)
         target.unlink(missing_ok=True)
         raise
-
-
-def _nofollow(path, flags):
-    return os.open(path, flags | os.O_NOFOLLOW)
 
 
 def live_files():

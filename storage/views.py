@@ -5,6 +5,7 @@ from rest_framework import viewsets
 from rest_framework.response import Response
 
 from audit.events import record
+from sandbox_project.errors import not_found
 
 from . import service, store
 
@@ -22,7 +23,10 @@ class UploadViewSet(viewsets.ViewSet):
 class FileViewSet(viewsets.ViewSet):
     def download(self, request, session_id, file_id):
         stored = service.find_for(request.user, session_id, file_id)
-        handle = open(store.absolute_path(stored), "rb")
+        try:
+            handle = open(store.absolute_path(stored), "rb")
+        except FileNotFoundError:  # deleted or expired between the lookup and now
+            raise not_found() from None
         record("download", request, user_id=request.user.user_id or stored.session.user_id or None,
                session_id=stored.session_id,
                file={"fileId": stored.id, "filename": stored.name, "size": stored.size, "mimeType": stored.content_type})

@@ -86,7 +86,7 @@ class LiveServer:
             try:
                 if requests.get(self.url + "/health", timeout=2).status_code in (200, 503):
                     return self
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or busy starting
                 pass
             time.sleep(0.2)
         raise RuntimeError("server did not answer within 60 s")

@@ -101,3 +101,17 @@ def test_json_body_over_the_limit(server):
         assert response.status_code == 413 and response.json()["error"] == "payload_too_large"
     finally:
         live.stop()
+
+
+def test_inputs_larger_than_the_work_area_are_413(api):
+    up = api.upload("chunk.bin", b"\0" * ((5 << 20) - 4096))
+    refs = [{"id": up["files"][0]["fileId"], "session_id": up["session_id"], "name": f"copy{i}.bin"} for i in range(20)]
+    response = api.post("/exec", json={"lang": "py", "code": "print(1)", "files": refs})
+    assert response.status_code == 413, response.text
+    assert "SANDBOX_DISK_MB" in response.json()["message"]
+
+
+def test_overlong_java_class_name_is_400(api):
+    name = "C" * 300
+    response = api.post("/exec", json={"lang": "java", "code": f"public class {name} {{ public static void main(String[] a) {{}} }}"})
+    assert response.status_code == 400, response.text
