@@ -1,6 +1,7 @@
 """What an execution left in /mnt/data, read without following a single symlink.
 
-Runs after the container is gone, so nothing changes under our feet. Only regular files are
+Runs once no process of the execution is left. Still, every folder is entered through a file
+descriptor opened with O_NOFOLLOW relative to its parent, never by path. Only regular files are
 considered; symlinks, FIFOs, sockets and devices are skipped; every open uses O_NOFOLLOW.
 """
 

@@ -27,7 +27,7 @@ class SlotWaiter(models.Model):
 
 
 class WarmSandbox(models.Model):
-    """A container started ahead of time (executor/pool.py), waiting for one execution.
+    """A sandbox started ahead of time (executor/pool.py), waiting for one execution.
 
     A sandbox is `starting` until its runner says it is ready (imports done, waiting);
     `ready` rows may be claimed by any worker with a conditional UPDATE to `taken`; a taken
@@ -39,6 +39,7 @@ class WarmSandbox(models.Model):
     name = models.CharField(max_length=21, primary_key=True)
     container_id = models.CharField(max_length=64)
     language = models.CharField(max_length=16, db_index=True)
+    instance = models.CharField(max_length=16, db_index=True, default="")  # the server it belongs to
     state = models.CharField(max_length=8, choices=STATES, default="starting", db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
     claimed_at = models.DateTimeField(null=True, blank=True)

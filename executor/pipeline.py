@@ -203,18 +203,19 @@ def _run_in_workspace(req, session, source, argv, budget_ms, limits, slot):
 def _run_warm(req, session, source, argv, budget_ms, limits, slot, member):
     """The same run in a sandbox started ahead of time (executor/pool.py)."""
     backend = get_backend()
-    ws = pool.workspace(member.name)
+    ws = pool.workspace(member.name, member.container_id)
     try:
+        ws.resize(len(req.code.encode()))  # the disk quota of a cold run
         _prime(ws, req, source)
         spec = RunSpec(member.name, ws.data, ws.code, argv, limits, budget_ms, slot)
-        if backend.accounting:
-            backend.accounting.reset(member.name)  # count the program, not the warm-up
         pipes = pool.open_pipes(ws)
         try:
-            result = backend.finish(member.container_id, member.name, spec, begin=lambda: pool.wake(ws, argv), pipes=pipes)
+            result = backend.pool_finish(member.container_id, member.name, spec, lambda: pool.wake(ws, argv), pipes)
         finally:
             pool.close_pipes(pipes)
-        return result, _respond(req, session, ws, result, limits)
+        response = _respond(req, session, ws, result, limits)
+        response["run"]["warm"] = True  # for operators and the tests; clients ignore it
+        return result, response
     finally:
         teardown.later(pool.release, member, ws)
 
@@ -242,6 +243,7 @@ def _respond(req, session, ws, result, limits) -> dict:
             "wall_time": result.wall_ms,
             "cpu_time": result.cpu_ms,
             "memory": result.peak_memory_bytes,
+            "warm": False,
         },
     }
     if deleted:
@@ -282,7 +284,7 @@ def collect_outputs(data_dir: Path, inputs: dict[str, StoredFile], session):
         digest = None
         if original is not None:
             if original.size == item.size:
-                digest = _digest(item.path)
+                digest = _digest(item)
             if original.read_only or (digest is not None and digest == original.sha256):
                 inherited.append(original)  # read-only inputs are never surfaced as outputs
                 continue
@@ -292,21 +294,21 @@ def collect_outputs(data_dir: Path, inputs: dict[str, StoredFile], session):
         if item.size > max_bytes:
             truncation.append({"name": item.name, "reason": "file_too_large", "size": item.size})
             continue
-        digest = digest or _digest(item.path)
+        digest = digest or _digest(item)
         if digest is None:
             continue
         if len(generated) >= max_files:
             truncation.append({"name": item.name, "reason": "max_files"})
             continue
-        stored = store.save_output(session, item.path, item.name, item.size, digest, modified_from=original)
+        stored = store.save_output(session, item.open, item.name, item.size, digest, modified_from=original)
         generated.append(stored)
     files = [file_ref(f, session.id) for f in generated] + [file_ref(f, None, inherited=True) for f in inherited]
     return files, deleted, truncation
 
 
-def _digest(path: Path) -> str | None:
+def _digest(item) -> str | None:
     try:
-        return sha256_of(path)
+        return sha256_of(item)
     except OSError:
         return None
 

@@ -1,13 +1,18 @@
-"""Warm sandboxes: containers started ahead of time, one execution each.
+"""Warm sandboxes: sandboxes started ahead of time, one execution each.
 
 A keeper process (`manage.py pool_keeper`, started and stopped by gunicorn) keeps
-SANDBOX_POOL sandboxes per language ready. Each is a container with every limit of a cold
+SANDBOX_POOL sandboxes per language ready. Each is a sandbox of the configured backend (a
+container, or a bwrap sandbox with its own cgroup and host uid) with every limit of a cold
 run, already running docker/executor/warm_runner.py: for Python with numpy, pandas and
 matplotlib imported. It waits on a FIFO in its read-only /mnt/code. An execution claims one
 (a conditional UPDATE, so any worker may take any sandbox), copies its inputs and source into
 the sandbox's own work area, writes the argv into the FIFO, reads the output exactly as for a
 cold run, and destroys the sandbox. The keeper replaces what was used, what died while waiting,
 and what grew older than SANDBOX_POOL_MAX_AGE_S.
+
+The backend does the sandbox-specific part through pool_start, pool_alive, pool_finish,
+pool_release, pool_destroy, pool_clear, pool_owner and pool_new_owner; a row's container_id
+is the backend's handle (a container id, or "<uid>:<cgroup>" for bwrap).
 """
 
 from __future__ import annotations
@@ -32,12 +37,11 @@ from .models import WarmSandbox
 from .workspace import Workspace, unmount
 
 log = logging.getLogger("sandbox.pool")
-POOL_LABEL = "org.librechat.codeinterp.pool"  # value: this server's instance (see instance())
 FIFO = ".go"
 READY = ".ready"
 PIPES = {"stdout": ".stdout", "stderr": ".stderr", "status": ".status"}  # python sandboxes
 RUNNER = "/opt/sandbox/bin/warm_runner.py"
-WAKE_TIMEOUT_S = 30
+WAKE_TIMEOUT_S = 3  # a ready runner answers at once; a dead one is given up on quickly
 
 
 class SandboxGone(RuntimeError):
@@ -49,25 +53,41 @@ def root() -> Path:
 
 
 def instance() -> str:
-    """Names this server's sandboxes, so that servers sharing one engine never touch each
-    other's pools."""
+    """Names this server's sandboxes, so that servers sharing one engine or one database
+    (several hosts on PostgreSQL) never touch each other's pools."""
     import hashlib
+    import socket
 
-    return hashlib.sha256(str(settings.SANDBOX_STORAGE_PATH).encode()).hexdigest()[:16]
+    return hashlib.sha256(f"{socket.gethostname()}:{settings.SANDBOX_STORAGE_PATH}".encode()).hexdigest()[:16]
 
 
-def _label() -> str:
-    return f"{POOL_LABEL}={instance()}"
+def members():
+    """This server's rows of the shared WarmSandbox table."""
+    return WarmSandbox.objects.filter(instance=instance())
+
+
+POOL_BACKENDS = ("docker", "bwrap")
+
+
+def active() -> bool:
+    """Whether this server keeps warm sandboxes at all. Not under gVisor: its file proxy does
+    not pass the host FIFOs the warm runner is driven through."""
+    if settings.SANDBOX_BACKEND == "docker" and settings.SANDBOX_DOCKER_RUNTIME == "runsc":
+        return False
+    return bool(settings.SANDBOX_POOL) and settings.SANDBOX_BACKEND in POOL_BACKENDS
 
 
 def enabled_for(language_key: str) -> bool:
-    return settings.SANDBOX_POOL.get(language_key, 0) > 0 and settings.SANDBOX_BACKEND == "docker"
+    return active() and settings.SANDBOX_POOL.get(language_key, 0) > 0
 
 
-def workspace(name: str) -> Workspace:
+def workspace(name: str, handle: str | None = None, owner: int | None = None) -> Workspace:
+    """The work area of sandbox `name`; data/ belongs to the sandbox's host uid."""
     from .backends import get_backend
 
-    return Workspace(root() / name, settings.SANDBOX_DISK_MB, settings.SANDBOX_MAX_JSON_MB << 20, get_backend().owner_uid(0))
+    if owner is None:
+        owner = get_backend().pool_owner(handle)
+    return Workspace(root() / name, settings.SANDBOX_DISK_MB, settings.SANDBOX_MAX_JSON_MB << 20, owner)
 
 
 def max_life_s() -> float:
@@ -80,7 +100,7 @@ def claim(language_key: str) -> WarmSandbox | None:
     if not enabled_for(language_key):
         return None
     fresh_after = timezone.now() - timedelta(seconds=settings.SANDBOX_POOL_MAX_AGE_S)
-    for member in WarmSandbox.objects.filter(language=language_key, state="ready", created_at__gt=fresh_after)[:8]:
+    for member in members().filter(language=language_key, state="ready", created_at__gt=fresh_after)[:8]:
         if WarmSandbox.objects.filter(pk=member.pk, state="ready").update(state="taken", claimed_at=timezone.now()):
             return member
     return None
@@ -118,8 +138,13 @@ def close_pipes(pipes: dict[str, int] | None) -> None:
 
 
 def release(member: WarmSandbox, ws: Workspace) -> None:
-    ws.close()
-    WarmSandbox.objects.filter(pk=member.pk).delete()
+    from .backends import get_backend
+
+    try:
+        get_backend().pool_release(member.container_id, member.name)
+    finally:
+        ws.close()
+        WarmSandbox.objects.filter(pk=member.pk).delete()
 
 
 # -- used by the keeper ----------------------------------------------------------------------
@@ -128,7 +153,8 @@ def start_member(language_key: str) -> WarmSandbox:
 
     backend = get_backend()
     name = new_id()
-    ws = workspace(name)
+    owner = backend.pool_new_owner(members().values_list("container_id", flat=True))
+    ws = workspace(name, owner=owner)
     ws.open()
     try:
         os.mkfifo(ws.code / FIFO)
@@ -136,36 +162,31 @@ def start_member(language_key: str) -> WarmSandbox:
         os.mkfifo(ws.code / READY)
         os.chmod(ws.code / READY, 0o622)
         mode = "python" if language_key == "py" else "exec"
-        if mode == "python":
+        if mode == "python" or backend.pool_pipes_always:
             for fifo in PIPES.values():  # written by the sandbox user, read by the server
                 os.mkfifo(ws.code / fifo)
                 os.chmod(ws.code / fifo, 0o622)
-        cid = backend.create(name, ["python3", RUNNER, mode], ws.data, ws.code, Limits.from_settings(),
-                             deadline_s=max_life_s(), labels={POOL_LABEL: instance()})
-        try:
-            backend.api.start(cid)
-        except BaseException:
-            backend.destroy(cid, name)
-            raise
+        handle = backend.pool_start(name, ["python3", RUNNER, mode], ws, Limits.from_settings(), max_life_s(), instance())
     except BaseException:
         ws.close()
         raise
-    return WarmSandbox.objects.create(name=name, container_id=cid, language=language_key)
+    return WarmSandbox.objects.create(name=name, container_id=handle, language=language_key, instance=instance())
 
 
 def destroy_member(member: WarmSandbox) -> None:
     from .backends import get_backend
 
-    get_backend().destroy(member.container_id, member.name)
-    workspace(member.name).close()
+    get_backend().pool_destroy(member.container_id, member.name)
+    workspace(member.name, member.container_id).close()
     member.delete()
 
 
-def running_pool_containers() -> set[str]:
+def running_pool_members() -> set[str]:
+    """Handles of this server's sandboxes that still run."""
     from .backends import get_backend
 
-    found = get_backend().api.containers(filters={"label": _label(), "status": "running"})
-    return {c["Id"] for c in found}
+    handles = members().exclude(state="retired").values_list("container_id", flat=True)
+    return get_backend().pool_alive(set(handles), instance())
 
 
 def is_ready(name: str) -> bool:
@@ -190,9 +211,9 @@ def tend() -> dict:
     """One round of the keeper: retire dead or old sandboxes, promote started ones that are
     ready, start what is missing."""
     counts = {"started": 0, "retired": 0, "ready": 0}
-    live = running_pool_containers()
+    live = running_pool_members()
     too_old = timezone.now() - timedelta(seconds=settings.SANDBOX_POOL_MAX_AGE_S)
-    for member in WarmSandbox.objects.filter(state__in=("starting", "ready")):
+    for member in members().filter(state__in=("starting", "ready")):
         if member.container_id not in live or member.created_at < too_old:
             if WarmSandbox.objects.filter(pk=member.pk, state=member.state).update(state="retired"):
                 destroy_member(member)
@@ -202,12 +223,12 @@ def tend() -> dict:
             counts["ready"] += 1
     # A taken sandbox whose worker died mid-run: gone once no run can still be using it.
     abandoned = timezone.now() - timedelta(seconds=max_life_s() - settings.SANDBOX_POOL_MAX_AGE_S)
-    for member in WarmSandbox.objects.filter(state="taken", claimed_at__lt=abandoned):
+    for member in members().filter(state="taken", claimed_at__lt=abandoned):
         if WarmSandbox.objects.filter(pk=member.pk, state="taken").update(state="retired"):
             destroy_member(member)
             counts["retired"] += 1
     for language_key, wanted in settings.SANDBOX_POOL.items():
-        have = WarmSandbox.objects.filter(language=language_key, state__in=("starting", "ready")).count()
+        have = members().filter(language=language_key, state__in=("starting", "ready")).count()
         for _ in range(wanted - have):
             start_member(language_key)
             counts["started"] += 1
@@ -215,20 +236,17 @@ def tend() -> dict:
 
 
 def clear_all() -> int:
-    """Removes every warm sandbox of this server: its container, work area and row. Only at
+    """Removes every warm sandbox of this server: the sandbox, its work area and row. Only at
     keeper start and stop, when no worker is running a program."""
     from .backends import get_backend
 
     backend = get_backend()
-    removed = 0
-    for info in backend.api.containers(all=True, filters={"label": _label()}):
+    removed = backend.pool_clear(instance())
+    for member in members():
         try:
-            backend.api.remove_container(info["Id"], force=True)
-            removed += 1
-        except Exception:  # already being removed by a teardown
-            pass
-    for member in WarmSandbox.objects.all():
-        backend.destroy(member.container_id, member.name)
+            backend.pool_destroy(member.container_id, member.name)
+        except Exception:
+            log.exception("cannot destroy a warm sandbox", extra={"sandbox": member.name})
         member.delete()
     if root().is_dir():
         for area in root().iterdir():

@@ -20,7 +20,7 @@ from sandbox_project.errors import ApiError
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
-MS_NOSUID, MS_NODEV = 0x2, 0x4
+MS_NOSUID, MS_NODEV, MS_REMOUNT = 0x2, 0x4, 0x20
 MNT_DETACH = 0x2
 
 
@@ -37,9 +37,10 @@ def _input_error(error: OSError, what: str) -> ApiError:
     raise error
 
 
-def _mount_tmpfs(target: Path, size_mb: int) -> None:
+def _mount_tmpfs(target: Path, size_mb: int, remount: bool = False) -> None:
     options = f"size={size_mb}m,nr_inodes={max(4096, size_mb * 64)},mode=0700,uid=0,gid=0".encode()
-    if _libc.mount(b"sandbox", str(target).encode(), b"tmpfs", MS_NOSUID | MS_NODEV, options) != 0:
+    flags = MS_NOSUID | MS_NODEV | (MS_REMOUNT if remount else 0)
+    if _libc.mount(b"sandbox", str(target).encode(), b"tmpfs", flags, options) != 0:
         err = ctypes.get_errno()
         raise WorkspaceError(f"cannot mount the work area tmpfs at {target}: {os.strerror(err)} (the server must run as root)")
 
@@ -54,6 +55,7 @@ class Workspace:
         self.path = path
         self.owner = owner_uid  # the host uid the sandboxed program runs as
         # The source file lives in the same tmpfs; give it room on top of the quota.
+        self.disk_mb = disk_mb
         self.size_mb = disk_mb + (code_bytes >> 20) + 1
         self.data = path / "data"
         self.code = path / "code"
@@ -75,6 +77,14 @@ class Workspace:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def resize(self, code_bytes: int) -> None:
+        """Gives an area opened ahead of time for any source (a warm sandbox's) the size a
+        cold run's would have for this one: the same disk quota either way."""
+        size_mb = self.disk_mb + (code_bytes >> 20) + 1
+        if size_mb != self.size_mb:
+            _mount_tmpfs(self.path, size_mb, remount=True)
+            self.size_mb = size_mb
 
     def close(self) -> None:
         unmount(self.path)

@@ -79,7 +79,9 @@ def when_ready(server):
     import subprocess
     import sys
 
-    if settings.SANDBOX_POOL and settings.SANDBOX_BACKEND == "docker":
+    from executor import pool
+
+    if pool.active():
         _keeper = subprocess.Popen([sys.executable, str(settings.BASE_DIR / "manage.py"), "pool_keeper"])
         server.log.info("warm pool keeper started (pid %s)", _keeper.pid)
 

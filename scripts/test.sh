@@ -11,6 +11,7 @@ if [ $# -gt 0 ]; then exec .venv/bin/python -m pytest "$@"; fi
 # The warm pool must not change anything a client can observe: the API suite again, cold.
 echo "== the API suite again with the warm pool off =="
 SANDBOX_TEST_POOL=off .venv/bin/python -m pytest tests/api tests/executor/test_basic_languages.py
-# And the same API suite on the bubblewrap backend (the escape suite already ran on it above).
-echo "== the API suite again on the bubblewrap backend =="
-SANDBOX_TEST_BACKEND=bwrap exec .venv/bin/python -m pytest tests/api tests/executor/test_basic_languages.py
+# And the same API suite and the warm-pool tests on the bubblewrap backend (the escape suite
+# already ran on it above).
+echo "== the API suite and the warm pool again on the bubblewrap backend =="
+SANDBOX_TEST_BACKEND=bwrap exec .venv/bin/python -m pytest tests/api tests/executor/test_basic_languages.py tests/executor/test_pool.py

@@ -3,12 +3,29 @@ the storage layout: it gets a work directory, a command and limits, and says wha
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 # The unprivileged uid:gid every program runs as (the `sandbox` user of docker/Dockerfile.executor).
 SANDBOX_UID = 10001
+
+
+def read_available(fd: int, limit: int = 1 << 16) -> bytes:
+    """What a non-blocking FIFO holds now, at most `limit` bytes: a program that is still
+    writing can neither keep the server reading nor make it hold more than the cap."""
+    chunks, size = [], 0
+    while size < limit:
+        try:
+            chunk = os.read(fd, min(1 << 16, limit - size))
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,17 @@ that bwrap's argv (readable in /proc/1/cmdline inside) contains.
 Output is read from pipes with a per-stream cap and the wall-clock deadline; on a breach the
 whole cgroup is killed. run() returns only once the cgroup is empty and removed: nothing of an
 execution runs on after it.
+
+Warm sandboxes (executor/pool.py, the pool_* methods) are launched the same way by the pool
+keeper, as a uid of their own (SANDBOX_BWRAP_UID_BASE + 10000 + n); a worker runs a program in
+one through FIFOs and ends it through its cgroup (see pool_finish).
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import json
 import logging
 import os
 import secrets
@@ -39,7 +44,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from .base import SANDBOX_UID, Limits, RunResult, RunSpec
+from .base import SANDBOX_UID, Limits, RunResult, RunSpec, read_available
 from .cgroups import CgroupError, CgroupTree, ExecutionCgroup
 from .seccomp import SeccompUnavailable, build_bpf
 
@@ -68,8 +73,28 @@ HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.
 # Arguments: the number of cgroup.procs files, the files, the command.
 JOIN_CGROUPS = 'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n - 1)); done; exec "$@"'
 LAUNCH_FAILED = 125
+# Warm sandboxes (executor/pool.py) run as SANDBOX_BWRAP_UID_BASE + POOL_UID_OFFSET + n, apart
+# from the per-slot uids of cold runs.
+POOL_UID_OFFSET = 10000
+# A warm sandbox's exit status as bwrap reports it (--json-status-fd, JSON lines): a FIFO in the
+# work area's root, which is not bound into the sandbox. It covers a program that ends without
+# the runner's own report (os._exit, a crash, an OOM kill).
+EXIT_FIFO = ".exit"
+POLL_EMPTY_S = 0.02  # how often a warm run checks whether its sandbox has ended abnormally
 
 _libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _bwrap_exit(lines: bytes) -> int | None:
+    """The exit code in bwrap's --json-status-fd output, once it has written it."""
+    for line in lines.split(b"\n"):
+        try:
+            document = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(document, dict) and isinstance(document.get("exit-code"), int):
+            return document["exit-code"]
+    return None
 
 
 class BwrapUnavailable(RuntimeError):
@@ -108,6 +133,7 @@ class BwrapBackend:
         self._init_lock = threading.Lock()
         self._active: set[int] = set()  # pids our Popen objects will reap themselves
         self._active_lock = threading.Lock()
+        self._warm: dict[str, subprocess.Popen] = {}  # warm sandboxes this process launched
         # The intermediate process bwrap forks for its nested user namespace outlives its
         # parent; as a subreaper this process collects it (see _reap_zombies) instead of an
         # init that may never reap.
@@ -140,10 +166,13 @@ class BwrapBackend:
         return self.uid_base + slot
 
     # -- one execution ---------------------------------------------------------------------
-    def run(self, spec: RunSpec) -> RunResult:
+    def _check_tools(self) -> None:
         missing = [tool for tool, path in self.tools.items() if not path]
         if missing:
             raise BwrapUnavailable(f"missing on the host: {', '.join(missing)} (apt-get install bubblewrap util-linux)")
+
+    def run(self, spec: RunSpec) -> RunResult:
+        self._check_tools()
         env = self.image_env()
         bpf = self.bpf()
         uid = self.owner_uid(spec.slot)
@@ -167,13 +196,16 @@ class BwrapBackend:
         return result
 
     def _expose(self, spec: RunSpec, uid: int, reap_after: int) -> Path:
+        return self._expose_dirs(spec.data_dir, spec.code_dir, uid, f"{PREFIX}{reap_after}-{secrets.token_hex(8)}")
+
+    def _expose_dirs(self, data_dir: Path, code_dir: Path, uid: int, alias_name: str) -> Path:
         ALIAS_ROOT.mkdir(parents=True, exist_ok=True)
         for level in (ALIAS_ROOT.parent, ALIAS_ROOT):
             level.chmod(0o711)  # traversable, not listable
-        alias = ALIAS_ROOT / f"{PREFIX}{reap_after}-{secrets.token_hex(8)}"
+        alias = ALIAS_ROOT / alias_name
         alias.mkdir(mode=0o700)
         os.chown(alias, uid, uid)
-        for name, source in (("data", spec.data_dir), ("code", spec.code_dir)):
+        for name, source in (("data", data_dir), ("code", code_dir)):
             (alias / name).mkdir()
             _bind(source, alias / name)
         return alias
@@ -219,27 +251,30 @@ class BwrapBackend:
         ]
         for key, value in env:
             argv += ["--setenv", key, value]
+        if "status" in fds:
+            argv += ["--json-status-fd", str(fds["status"])]
         argv += ["--seccomp", str(fds["seccomp"]), "--"]
         return argv
 
-    def _run_in(self, spec, uid, alias, env, bpf, cgroup: ExecutionCgroup, result: RunResult) -> None:
-        limits = spec.limits
-        fds: dict[str, int] = {}
+    def _launch(self, argv, uid, alias, env, bpf, cgroup: ExecutionCgroup, limits: Limits, stdout, stderr,
+                status_fd: int | None = None) -> subprocess.Popen:
+        """Starts `argv` in the sandbox: enters the cgroups, sets the rlimits, becomes `uid`, bwrap.
+        `status_fd` (closed here) gets bwrap's JSON status lines."""
+        fds: dict[str, int] = {} if status_fd is None else {"status": status_fd}
         try:
             for target, content in (("/etc/passwd", PASSWD), ("/etc/group", GROUP), ("/etc/hosts", HOSTS), ("/etc/hostname", "sandbox\n")):
                 fds[target] = _data_pipe(content.encode())
             fds["seccomp"] = _data_pipe(bpf)
             procs = cgroup.procs_files
             fsize = limits.disk_mb << 20
-            argv = [
+            command = [
                 "/bin/sh", "-c", JOIN_CGROUPS, "codeinterp-launch", str(len(procs)), *procs,
                 self.tools["prlimit"], f"--nofile={limits.nofile}:{limits.nofile}", f"--fsize={fsize}:{fsize}", "--core=0:0", "--",
                 self.tools["setpriv"], f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--",
-                *self._bwrap_argv(alias, limits, env, fds), *spec.argv,
+                *self._bwrap_argv(alias, limits, env, fds), *argv,
             ]
-            started = time.monotonic()
             proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                command, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
                 env={"PATH": HOST_PATH}, cwd="/", pass_fds=tuple(fds.values()), start_new_session=True,
             )
         finally:
@@ -247,6 +282,11 @@ class BwrapBackend:
                 os.close(fd)
         with self._active_lock:
             self._active.add(proc.pid)
+        return proc
+
+    def _run_in(self, spec, uid, alias, env, bpf, cgroup: ExecutionCgroup, result: RunResult) -> None:
+        started = time.monotonic()
+        proc = self._launch(spec.argv, uid, alias, env, bpf, cgroup, spec.limits, subprocess.PIPE, subprocess.PIPE)
         try:
             self._collect(proc, spec, cgroup, result, started)
         finally:
@@ -307,6 +347,196 @@ class BwrapBackend:
         result.stderr = bytes(buffers[err_fd]).decode("utf-8", errors="replace")
         if code == LAUNCH_FAILED and "codeinterp-launch" in result.stderr:
             log.error("could not enter the execution cgroups", extra={"stderr": result.stderr[-500:]})
+
+    # -- warm sandboxes (executor/pool.py) ---------------------------------------------------
+    # A handle is "<uid>:<unit>": the sandbox's host uid, and the name of both its cgroup and
+    # its alias, bw-<reap-after>-<random> (so reap() removes what a crashed keeper left).
+    pool_pipes_always = True  # no attach stream: output and exit status always come on FIFOs
+
+    @staticmethod
+    def _parse(handle: str) -> tuple[int, str]:
+        uid, unit = handle.split(":", 1)
+        return int(uid), unit
+
+    def pool_owner(self, handle: str | None = None) -> int:
+        return self._parse(handle)[0] if handle else self.uid_base + POOL_UID_OFFSET
+
+    def pool_new_owner(self, handles) -> int:
+        """A uid no other warm sandbox of this server has (nor any cold run: those use the slots)."""
+        used = {self._parse(handle)[0] for handle in handles if handle and ":" in handle}
+        uid = self.uid_base + POOL_UID_OFFSET
+        while uid in used:
+            uid += 1
+        return uid
+
+    def pool_start(self, name: str, argv: list[str], ws, limits: Limits, deadline_s: float, instance: str) -> str:
+        """Launches `argv` (the warm runner) with every confinement of a cold run, as ws.owner,
+        in a cgroup of its own. This process is bwrap's parent (--die-with-parent: a keeper
+        that dies takes its sandboxes along) and reaps it in pool_alive/pool_destroy; any
+        other process ends it through its cgroup."""
+        self._check_tools()
+        env = self.image_env()
+        bpf = self.bpf()
+        uid = ws.owner
+        unit = f"{PREFIX}{int(time.time() + deadline_s + REAP_GRACE_S)}-{secrets.token_hex(8)}"
+        cgroup = self.tree().create(unit, limits.memory_mb << 20, limits.pids, limits.cpus)
+        alias = None
+        outputs: list[int] = []
+        try:
+            os.mkfifo(ws.path / EXIT_FIFO, 0o600)
+            alias = self._expose_dirs(ws.data, ws.code, uid, unit)
+            if argv[-1] == "python":  # the runner sends the program's output to the FIFOs itself
+                stdout = stderr = subprocess.DEVNULL
+            else:  # the exec'd program inherits them
+                outputs = [os.open(ws.code / name, os.O_RDWR) for name in (".stdout", ".stderr")]
+                stdout, stderr = outputs
+            status_fd = os.open(ws.path / EXIT_FIFO, os.O_RDWR)
+            proc = self._launch(argv, uid, alias, env, bpf, cgroup, limits, stdout, stderr, status_fd)
+        except BaseException:
+            cgroup.stop_all()
+            cgroup.remove()
+            if alias is not None:
+                self._unexpose(alias)
+            raise
+        finally:
+            for fd in outputs:
+                os.close(fd)
+        self._warm[unit] = proc
+        return f"{uid}:{unit}"
+
+    def _collect_warm_children(self) -> None:
+        for unit, proc in list(self._warm.items()):
+            if proc.poll() is not None:
+                del self._warm[unit]
+                with self._active_lock:
+                    self._active.discard(proc.pid)
+        self._reap_zombies()
+
+    def pool_alive(self, handles, instance: str) -> set[str]:
+        """The handles whose sandbox still runs."""
+        self._collect_warm_children()
+        alive = set()
+        for handle in handles:
+            cgroup = self.tree().find(self._parse(handle)[1])
+            if cgroup is not None and cgroup.populated():
+                alive.add(handle)
+        return alive
+
+    def pool_finish(self, handle: str, name: str, spec: RunSpec, begin, pipes: dict | None) -> RunResult:
+        """Wakes the runner (begin) and reads the program's stdout, stderr and exit status from
+        the FIFOs, under the per-stream cap and the deadline. A program that ends without the
+        runner's report (os._exit, a crash, an OOM kill) is seen through bwrap's own exit status
+        (EXIT_FIFO); as a last resort, holding the FIFOs read-write so that no end-of-file ever
+        comes, through an empty cgroup, checked every POLL_EMPTY_S."""
+        if not pipes:
+            raise RuntimeError("a bwrap warm sandbox always has its FIFOs")
+        cgroup = self.tree().find(self._parse(handle)[1])
+        if cgroup is None or not cgroup.populated():
+            from executor.pool import SandboxGone
+
+            raise SandboxGone("the warm sandbox has ended")
+        result = RunResult()
+        cpu_before = cgroup.stats()[1]
+        cgroup.reset_peak()  # count the program, not the warm-up
+        cap = spec.limits.output_max_bytes
+        buffers = {"stdout": bytearray(), "stderr": bytearray(), "status": bytearray(), "exit": bytearray()}
+        exit_fd = os.open(spec.code_dir.parent / EXIT_FIFO, os.O_RDWR | os.O_NONBLOCK)
+        sources = {fd: kind for kind, fd in pipes.items()} | {exit_fd: "exit"}
+
+        def take(kind: str, chunk: bytes) -> None:
+            target = buffers[kind]
+            room = (cap if kind in ("stdout", "stderr") else 4096) - len(target)
+            target += chunk[: max(room, 0)]
+            if len(chunk) > room and kind in ("stdout", "stderr"):
+                result.output_truncated = True
+
+        def over() -> bool:
+            return buffers["status"].endswith(b"\n") or _bwrap_exit(buffers["exit"]) is not None
+
+        try:
+            begin()
+            started = time.monotonic()
+            deadline = started + spec.deadline_ms / 1000
+            next_check = started + POLL_EMPTY_S
+            ended = False
+            while not (ended or result.output_truncated or over()):
+                now = time.monotonic()
+                if now >= deadline:
+                    result.timed_out = True
+                    break
+                ready, _, _ = select.select(list(sources), [], [], min(deadline, next_check) - now)
+                for fd in ready:
+                    take(sources[fd], read_available(fd))
+                if time.monotonic() >= next_check:
+                    ended = not cgroup.populated()
+                    next_check = time.monotonic() + POLL_EMPTY_S
+            for kind in ("stdout", "stderr", "status"):  # what was written just before the end
+                if not result.output_truncated or kind == "status":
+                    take(kind, read_available(pipes[kind], limit=cap + 1))
+            take("exit", read_available(exit_fd, limit=64))
+            result.wall_ms = int((time.monotonic() - started) * 1000)
+        finally:
+            cgroup.kill()  # the runner has killed the rest; this ends the runner, and any breach
+            os.close(exit_fd)
+        status = bytes(buffers["status"])
+        code = None
+        if not (result.timed_out or result.output_truncated):
+            if status.endswith(b"\n"):
+                try:
+                    code = int(status.split(b"\n")[0])
+                except ValueError:
+                    code = None
+            if code is None:
+                code = _bwrap_exit(buffers["exit"])
+        result.exit_code = 128 + 9 if code is None else code  # otherwise: killed, as a cold run would be
+        if 128 < result.exit_code <= 128 + 64:  # as bwrap reports a death by signal n
+            result.signal = result.exit_code - 128
+        # Nothing of the program may run on while the server looks at /mnt/data (a forged
+        # status must not buy it time).
+        if not cgroup.stop_all():
+            log.error("processes of a warm sandbox survived SIGKILL", extra={"execution": name})
+            raise RuntimeError("the warm sandbox could not be stopped")
+        peak, cpu_ms, oom_kills = cgroup.stats()
+        result.peak_memory_bytes = peak
+        result.cpu_ms = cpu_ms - cpu_before if cpu_ms is not None and cpu_before is not None else cpu_ms
+        result.oom_killed = oom_kills > 0
+        result.stdout = bytes(buffers["stdout"]).decode("utf-8", errors="replace")
+        result.stderr = bytes(buffers["stderr"]).decode("utf-8", errors="replace")
+        return result
+
+    def pool_release(self, handle: str, name: str) -> None:
+        """After pool_finish (in the teardown): removes what is left of the sandbox."""
+        self.pool_destroy(handle, name)
+
+    def pool_destroy(self, handle: str, name: str) -> None:
+        """Kills the sandbox through its cgroup, removes the cgroup and the alias; reaps bwrap
+        when this process launched it."""
+        unit = self._parse(handle)[1]
+        cgroup = self.tree().find(unit)
+        if cgroup is not None:
+            if not cgroup.stop_all():
+                log.error("processes of a warm sandbox survived SIGKILL", extra={"unit": unit})
+            cgroup.remove()
+        if (ALIAS_ROOT / unit).exists():
+            self._unexpose(ALIAS_ROOT / unit)
+        proc = self._warm.pop(unit, None)
+        if proc is not None:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            with self._active_lock:
+                self._active.discard(proc.pid)
+        self._reap_zombies()
+
+    def pool_clear(self, instance: str) -> int:
+        """The sandboxes this process launched (those of the rows are destroyed by the caller)."""
+        removed = 0
+        for unit in list(self._warm):
+            self.pool_destroy(f"0:{unit}", "")  # the uid part is not needed to destroy
+            removed += 1
+        return removed
 
     # -- zombies of bwrap's intermediate processes ------------------------------------------
     def _reap_zombies(self) -> int:

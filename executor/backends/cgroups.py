@@ -28,6 +28,13 @@ def _write_ok(path: Path) -> bool:
         return False
 
 
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text().split()
+    except OSError:
+        return []
+
+
 @dataclass
 class Accounting:
     version: int  # 1 or 2
@@ -93,6 +100,30 @@ class Accounting:
                 path.write_text("0")
             except OSError:
                 pass
+
+    def stop(self, name: str, timeout_s: float = 2.0) -> bool:
+        """SIGKILLs every process below the accounting cgroup and waits until none is left.
+        True when the cgroup is empty: nothing of the execution runs any more."""
+        import signal
+
+        kill_file = (ROOT / "unified" if self.version == 1 else ROOT) / PARENT / name / "cgroup.kill"
+        try:
+            kill_file.write_text("1")  # recursive, atomic against forks (kernel >= 5.14)
+        except OSError:
+            pass
+        base = (ROOT / "pids" if self.version == 1 else ROOT) / PARENT / name
+        give_up = time.monotonic() + timeout_s
+        while time.monotonic() < give_up:
+            pids = [int(p) for procs in base.rglob("cgroup.procs") for p in _read_lines(procs)]
+            if not pids:
+                return base.is_dir()
+            for pid in pids:  # where cgroup.kill is missing, or for a fork that raced it
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.001)
+        return False
 
     def close(self, name: str) -> None:
         for path in self.leftovers(name):
@@ -293,6 +324,23 @@ class ExecutionCgroup:
             log.warning("cannot read cgroup counters", extra={"error": str(error)})
         return peak, cpu_ms, oom_kills
 
+    def populated(self) -> bool:
+        """Whether any process is still in it (a missing cgroup is empty)."""
+        try:
+            if self.version == 2:
+                return "populated 1" in _read(self.dirs["pids"] / "cgroup.events")
+            return bool(_read(self.dirs["pids"] / "cgroup.procs").strip())
+        except OSError:
+            return False
+
+    def reset_peak(self) -> None:
+        """Starts the peak memory anew (v1; on v2 memory.peak cannot be reset for others)."""
+        if self.version == 1:
+            try:
+                _write(self.dirs["memory"] / "memory.max_usage_in_bytes", 0)
+            except OSError:
+                pass
+
     def remove(self) -> bool:
         if self.version == 1:
             try:  # hand the charged page cache back now, or dying memcgs pile up in the kernel
@@ -431,6 +479,13 @@ class CgroupTree:
             if "memory" in dirs and "pids" in dirs:
                 found.append(ExecutionCgroup(self.version, dirs, list(dict.fromkeys(dirs.values()))))
         return found
+
+    def find(self, name: str) -> ExecutionCgroup | None:
+        """The execution cgroup `name` if it exists (made by any process of this server)."""
+        dirs = {role: parent / name for role, parent in self.parents.items() if (parent / name).is_dir()}
+        if "memory" not in dirs or "pids" not in dirs:
+            return None
+        return ExecutionCgroup(self.version, dirs, list(dict.fromkeys(dirs.values())))
 
     def writable(self) -> bool:
         return all(os.access(parent, os.W_OK) for parent in self.parents.values())

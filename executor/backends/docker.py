@@ -5,7 +5,8 @@ The container: no network, read-only root, a size-capped /tmp, /mnt/data (cwd an
 capabilities dropped, no-new-privileges, a non-root uid, memory = memory+swap, a pids limit,
 a CPU quota, nofile/fsize/core rlimits, tini as pid 1 (reaps orphans), no log driver (output
 is read from the attach stream with a per-stream cap), and the image's environment only.
-The container is removed before run() returns, so nothing of an execution runs on after it.
+Every process of the execution has ended before run() returns (the stopped container itself is
+removed just after, on the teardown thread), so nothing of an execution runs on after it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from docker.types import LogConfig, Mount, Ulimit
 
 from .. import teardown
 from .base import SANDBOX_UID, RunResult, RunSpec
+from .base import read_available as _read_available
 from .cgroups import Accounting
 from .seccomp import PROFILE_JSON
 
@@ -30,6 +32,7 @@ log = logging.getLogger("sandbox.docker")
 LABEL = "org.librechat.codeinterp"
 DEADLINE_LABEL = "org.librechat.codeinterp.deadline"
 EXECUTION_LABEL = "org.librechat.codeinterp.execution"
+POOL_LABEL = "org.librechat.codeinterp.pool"  # value: the pool's instance (executor/pool.py)
 REAP_GRACE_S = 10
 _STDOUT, _STDERR = 1, 2
 
@@ -69,20 +72,14 @@ class OutputCollector:
         return bytes(self.streams[stream]).decode("utf-8", errors="replace")
 
 
-def _read_available(fd: int, everything: bool = False) -> bytes:
-    """What a non-blocking FIFO holds now (all of it when `everything`)."""
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(fd, 1 << 16)
-        except BlockingIOError:
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-        if not everything:
-            break
-    return b"".join(chunks)
+def _exit_status(status: bytes) -> int | None:
+    """The runner's "<status>\\n", or None for anything else (the program can write there)."""
+    if not status.endswith(b"\n") or len(status) > 8:
+        return None
+    try:
+        return int(status.strip()) & 0xFF
+    except ValueError:
+        return None
 
 
 class DockerBackend:
@@ -98,7 +95,15 @@ class DockerBackend:
         self.api = self.client.api
         self.image = settings.SANDBOX_DOCKER_IMAGE
         self.runtime = settings.SANDBOX_DOCKER_RUNTIME
-        self.accounting = Accounting.detect()
+        # Accounting parents are plain cgroupfs paths; an engine on the systemd cgroup driver
+        # accepts only *.slice names there, so accounting is off with it.
+        self.accounting = Accounting.detect() if self._cgroup_driver() != "systemd" else None
+
+    def _cgroup_driver(self) -> str:
+        try:
+            return self.api.info().get("CgroupDriver", "")
+        except Exception:
+            return ""
 
     def owner_uid(self, slot: int) -> int:
         return SANDBOX_UID  # the image's user; no user namespace, so also the host uid
@@ -162,7 +167,7 @@ class DockerBackend:
         leaves the removal of the stopped container to the teardown thread."""
         result = RunResult()
         try:
-            self._run_container(cid, spec, result, begin, pipes)
+            self._run_container(cid, name, spec, result, begin, pipes)
             if self.accounting:
                 result.peak_memory_bytes, result.cpu_ms = self.accounting.read(name)
         except BaseException:
@@ -182,6 +187,51 @@ class DockerBackend:
         if self.accounting:
             self.accounting.close(name)
 
+    # -- warm sandboxes (executor/pool.py); a handle is the container id ----------------------
+    pool_pipes_always = False  # only the python runner reports on FIFOs; exec mode uses attach
+
+    def pool_owner(self, handle: str | None = None) -> int:
+        return SANDBOX_UID
+
+    def pool_new_owner(self, handles) -> int:
+        return SANDBOX_UID
+
+    def pool_start(self, name: str, argv: list[str], ws, limits, deadline_s: float, instance: str) -> str:
+        cid = self.create(name, argv, ws.data, ws.code, limits, deadline_s=deadline_s, labels={POOL_LABEL: instance})
+        try:
+            self.api.start(cid)
+        except BaseException:
+            self.destroy(cid, name)
+            raise
+        return cid
+
+    def pool_alive(self, handles, instance: str) -> set[str]:
+        found = self.api.containers(filters={"label": f"{POOL_LABEL}={instance}", "status": "running"})
+        return {c["Id"] for c in found} & set(handles)
+
+    def pool_finish(self, handle: str, name: str, spec: RunSpec, begin, pipes: dict | None) -> RunResult:
+        if self.accounting:
+            self.accounting.reset(name)  # count the program, not the warm-up
+        return self.finish(handle, name, spec, begin, pipes)  # schedules the removal itself
+
+    def pool_release(self, handle: str, name: str) -> None:
+        """After a warm run, in the teardown: removes the container. finish() queued that too,
+        but when priming the inputs failed, finish() never ran (removal is idempotent)."""
+        self.destroy(handle, name)
+
+    def pool_destroy(self, handle: str, name: str) -> None:
+        self.destroy(handle, name)
+
+    def pool_clear(self, instance: str) -> int:
+        removed = 0
+        for info in self.api.containers(all=True, filters={"label": f"{POOL_LABEL}={instance}"}):
+            try:
+                self.api.remove_container(info["Id"], force=True)
+                removed += 1
+            except Exception:  # already being removed by a teardown
+                pass
+        return removed
+
     def _host_pids(self, limits) -> int:
         # gVisor's sentry (ptrace platform) needs host threads of its own for every task, and
         # dies when the host pids limit stops it; it enforces RLIMIT_NPROC itself instead.
@@ -199,7 +249,7 @@ class DockerBackend:
             ulimits.append(Ulimit(name="nproc", soft=limits.pids, hard=limits.pids))
         return ulimits
 
-    def _run_container(self, cid: str, spec: RunSpec, result: RunResult, begin, pipes: dict | None = None) -> None:
+    def _run_container(self, cid: str, name: str, spec: RunSpec, result: RunResult, begin, pipes: dict | None = None) -> None:
         """Output comes from the attach stream; a warm Python sandbox (pool.py) also hands
         over `pipes`: FIFOs carrying its stdout, stderr and, when the program is over, its
         exit status, which ends the run without waiting for the container to wind down."""
@@ -226,14 +276,15 @@ class DockerBackend:
                         if not chunk:
                             finished = True  # the container stopped
                         collector.feed(chunk)
-                    elif kind == "status":
-                        status += os.read(fd, 64)
-                        finished = finished or status.endswith(b"\n")
+                    elif kind == "status":  # written by the program's own uid: any bytes
+                        status += os.read(fd, 16)
+                        finished = finished or b"\n" in status or len(status) > 16
                     else:
                         collector.add(_STDOUT if kind == "stdout" else _STDERR, _read_available(fd))
-            if pipes:
+            if pipes:  # what the pipes still hold, bounded: a program may still be writing
                 for kind in ("stdout", "stderr"):
-                    collector.add(_STDOUT if kind == "stdout" else _STDERR, _read_available(pipes[kind], everything=True))
+                    rest = _read_available(pipes[kind], limit=spec.limits.output_max_bytes + 1)
+                    collector.add(_STDOUT if kind == "stdout" else _STDERR, rest)
         finally:
             # Shut the stream first: the engine will not even kill a container whose output
             # is waiting to be read (shutdown, because the HTTP response holds the fd too).
@@ -245,13 +296,16 @@ class DockerBackend:
         result.output_truncated = collector.truncated
         result.stdout = collector.text(_STDOUT)
         result.stderr = collector.text(_STDERR)
-        if status.endswith(b"\n") and not (result.timed_out or collector.truncated):
-            # The program is over and every other process of it was killed by the runner;
-            # the container's own exit is left to the teardown.
-            result.wall_ms = int((time.monotonic() - started) * 1000)
-            result.exit_code = int(status.strip() or 0)
-            return
-        if result.timed_out or collector.truncated:
+        reported = _exit_status(bytes(status))
+        if reported is not None and not (result.timed_out or collector.truncated):
+            # The runner says the program is over, but the FIFO belongs to the program, which
+            # may have forged that. Stop every process of the execution now, synchronously,
+            # before anything looks at /mnt/data; only the container's removal may wait.
+            if self.accounting and self.accounting.stop(name):
+                result.wall_ms = int((time.monotonic() - started) * 1000)
+                result.exit_code = reported
+                return
+        if result.timed_out or collector.truncated or status:
             self._kill(cid)
         waited = self.api.wait(cid, timeout=30)
         result.wall_ms = int((time.monotonic() - started) * 1000)

@@ -75,9 +75,10 @@ def test_bwrap_never_starts_as_host_root(bwrap_server):
 
 def test_nothing_of_an_execution_is_left(bwrap_server):
     marker = uuid.uuid4().hex
-    code = f"nohup setsid sleep 300 {marker} >/dev/null 2>&1 &\n(sleep 301 {marker} &)\necho started\n"
+    lingerer = f"python3 -c 'import time; time.sleep(300)' {marker}"  # the marker stays in its argv
+    code = f"nohup setsid {lingerer} >/dev/null 2>&1 &\n({lingerer} &)\nsleep 0.5\npgrep -fc {marker}\necho started\n"
     out = Client(bwrap_server).exec("bash", code)
-    assert "started" in out["stdout"]
+    assert out["stdout"].split() == ["2", "started"], out  # both were running inside
     assert host_processes(marker) == []
     session = out["session_id"]
     leftovers = [p for p in Path("/sys/fs/cgroup").rglob(f"bw-*-{session}")]
