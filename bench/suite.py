@@ -1,0 +1,215 @@
+"""The whole benchmark: latency and throughput of /exec through HTTP, per backend and pool
+setting, next to the bare floor measured in the same run. One command:
+
+    .venv/bin/python bench/suite.py [--runs 30] [--configs docker-pool,docker-cold,runsc-cold,bwrap-cold]
+
+For each configuration it starts its own server on 127.0.0.1 (tests/liveserver.py), warms up,
+then times each program `--runs` times, paced so a warm sandbox is ready again (an agent's
+calls are seconds apart: the LLM thinks in between); then throughput at concurrency 1, 4 and
+16 (unpaced, 5 slots, errors counted; 429s are expected past the queue) while /health is
+polled to see that the server stays responsive; then the resident memory of the server and
+of each idle warm sandbox. The floor is each program spawned directly, with no sandbox, from
+the same runtime files (the exported rootfs, chroot only) where they exist, else host python3.
+Prints tables, writes bench/results/suite.json. Numbers, not verdicts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.liveserver import Client, LiveServer  # noqa: E402
+
+PLOT = (
+    "import pandas as pd, matplotlib.pyplot as plt\n"
+    "df = pd.DataFrame({'x': range(50), 'y': [i * i for i in range(50)]})\n"
+    "df.plot(x='x', y='y'); plt.savefig('plot.png')\n"
+)
+PROGRAMS = {
+    "py print(1)": ("py", "print(1)", ["/opt/sandbox/python/bin/python3", "-c", "print(1)"]),
+    "js": ("js", "console.log(1)", ["/usr/local/bin/bun", "-e", "console.log(1)"]),
+    "ts": ("ts", "const n: number = 1; console.log(n)", None),
+    "bash": ("bash", "echo 1", ["/bin/bash", "-c", "echo 1"]),
+    "py pandas+matplotlib plot": ("py", PLOT, ["/opt/sandbox/python/bin/python3", "-c", PLOT]),
+}
+CONFIGS = {
+    "docker-pool": {"SANDBOX_POOL": "py:4,js:1,bash:1"},
+    "docker-cold": {"SANDBOX_POOL": "off"},
+    "runsc-cold": {"SANDBOX_POOL": "off", "SANDBOX_DOCKER_RUNTIME": "runsc"},
+    "bwrap-cold": {"SANDBOX_POOL": "off", "SANDBOX_BACKEND": "bwrap"},
+}
+ROOTFS = Path(os.environ.get("SANDBOX_BWRAP_ROOTFS", "/var/lib/codeinterp/rootfs"))
+
+
+def pct(values, q):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def summary(samples):
+    return {"p50": statistics.median(samples), "p95": pct(samples, 0.95), "p99": pct(samples, 0.99), "n": len(samples)}
+
+
+def floor(argv, runs, workdir):
+    """The program with no sandbox: chroot into the same runtime files, nothing else."""
+    if argv is None or not (ROOTFS / argv[0].lstrip("/")).exists():
+        if argv and argv[0].endswith("python3") and "print(1)" in argv[-1]:
+            argv, root = ["/usr/bin/python3", "-c", "print(1)"], None
+        else:
+            return None
+    else:
+        root = str(ROOTFS)
+    samples = []
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "MPLBACKEND": "Agg", "MPLCONFIGDIR": "/tmp/.mpl-floor"}
+    for _ in range(runs + 2):
+        started = time.perf_counter()
+        subprocess.run(argv, capture_output=True, env=env, cwd="/" if root else workdir, check=True,
+                       preexec_fn=(lambda: (os.chroot(root), os.chdir("/tmp"))) if root else None)
+        samples.append((time.perf_counter() - started) * 1000)
+    return summary(samples[2:])
+
+
+def latency(client, lang, code, runs, pace_s):
+    for _ in range(2):
+        client.exec(lang, code)
+    samples = []
+    for _ in range(runs):
+        time.sleep(pace_s)
+        started = time.perf_counter()
+        client.exec(lang, code)
+        samples.append((time.perf_counter() - started) * 1000)
+    return summary(samples)
+
+
+def throughput(server, concurrency, seconds=10.0):
+    """Unpaced print(1) calls from `concurrency` threads for `seconds`; /health polled meanwhile."""
+    stop = time.monotonic() + seconds
+    counts = {"ok": 0, "429": 0, "other": 0}
+    health_ms = []
+    lock = threading.Lock()
+
+    def caller():
+        client = Client(server)
+        while time.monotonic() < stop:
+            status = client.post("/exec", json={"lang": "py", "code": "print(1)"}).status_code
+            with lock:
+                counts["ok" if status == 200 else "429" if status == 429 else "other"] += 1
+
+    def health():
+        while time.monotonic() < stop:
+            started = time.perf_counter()
+            requests.get(server.url + "/health", timeout=10)
+            health_ms.append((time.perf_counter() - started) * 1000)
+            time.sleep(0.2)
+
+    threads = [threading.Thread(target=caller) for _ in range(concurrency)] + [threading.Thread(target=health)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {**counts, "per_s": counts["ok"] / seconds, "health_p50_ms": statistics.median(health_ms), "health_max_ms": max(health_ms)}
+
+
+def rss_mb(pid: int) -> float:
+    total = 0
+    for p in [pid, *subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()]:
+        try:
+            for line in open(f"/proc/{p}/status"):
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def warm_sandbox_mb(server) -> list[float]:
+    label = server.manage("shell", "-c", "from executor import pool; print(pool.instance())").stdout.split()[-1]
+    ids = subprocess.run(["docker", "ps", "-q", "--filter", f"label=org.librechat.codeinterp.pool={label}"], capture_output=True, text=True).stdout.split()
+    sizes = []
+    for cid in ids:
+        pid = subprocess.run(["docker", "inspect", "-f", "{{.State.Pid}}", cid], capture_output=True, text=True).stdout.strip()
+        if pid and pid != "0":
+            sizes.append(rss_mb(int(pid)) + sum(rss_mb(int(c)) for c in subprocess.run(["pgrep", "-P", pid], capture_output=True, text=True).stdout.split()))
+    return sizes
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--pace", type=float, default=1.5, help="seconds between latency calls")
+    parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument("--throughput-seconds", type=float, default=10)
+    args = parser.parse_args()
+    report = {"machine": {"cores": os.cpu_count(), "kernel": os.uname().release}, "floor": {}, "configs": {}}
+    workdir = Path("/var/tmp/codeinterp-bench")
+    workdir.mkdir(exist_ok=True)
+    for name, (_, _, argv) in PROGRAMS.items():
+        report["floor"][name] = floor(argv, args.runs, workdir)
+    for config in args.configs.split(","):
+        env = {**CONFIGS[config], "SANDBOX_LOG_LEVEL": "warn", "SANDBOX_MAX_CONCURRENT_EXECUTIONS": "5", "SANDBOX_TIMEOUT_MS": "30000"}
+        try:
+            server = LiveServer(**env).start()
+        except Exception as error:
+            report["configs"][config] = {"error": str(error)[:300]}
+            continue
+        try:
+            client = Client(server)
+            time.sleep(8 if "pool" in config else 1)
+            row = {"latency": {}, "memory": {}}
+            for name, (lang, code, _) in PROGRAMS.items():
+                row["latency"][name] = latency(client, lang, code, args.runs, args.pace if "pool" in config else 0)
+            row["throughput"] = {c: throughput(server, c, args.throughput_seconds) for c in (1, 4, 16)}
+            time.sleep(8)
+            row["memory"] = {"server_mb": rss_mb(server.process.pid), "warm_sandboxes_mb": warm_sandbox_mb(server)}
+            report["configs"][config] = row
+        finally:
+            server.stop()
+    print_report(report)
+    out = Path(__file__).resolve().parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / "suite.json").write_text(json.dumps(report, indent=2))
+
+
+def print_report(report):
+    print(f"\nmachine: {report['machine']}")
+    names = list(PROGRAMS)
+    print(f"\n{'p50 / p95 ms (x floor)':32}" + "".join(f"{n[:22]:>26}" for n in names))
+    cells = []
+    for n in names:
+        f = report["floor"][n]
+        cells.append(f"{f['p50']:.1f} / {f['p95']:.1f}" if f else "-")
+    print(f"{'floor (spawned directly)':32}" + "".join(f"{c:>26}" for c in cells))
+    for config, row in report["configs"].items():
+        if "error" in row:
+            print(f"{config:32} failed to start: {row['error']}")
+            continue
+        cells = []
+        for n in names:
+            lat, f = row["latency"][n], report["floor"][n]
+            ratio = f" (x{lat['p50'] / f['p50']:.1f})" if f else ""
+            cells.append(f"{lat['p50']:.1f} / {lat['p95']:.1f}{ratio}")
+        print(f"{config:32}" + "".join(f"{c:>26}" for c in cells))
+    print(f"\n{'throughput, py print(1)':32}{'conc':>6}{'ok/s':>8}{'ok':>6}{'429':>6}{'other':>6}{'health p50':>12}{'health max':>12}")
+    for config, row in report["configs"].items():
+        for c, t in row.get("throughput", {}).items():
+            print(f"{config:32}{c:>6}{t['per_s']:>8.1f}{t['ok']:>6}{t['429']:>6}{t['other']:>6}{t['health_p50_ms']:>11.1f}ms{t['health_max_ms']:>10.1f}ms")
+    print("\nmemory (RSS)")
+    for config, row in report["configs"].items():
+        if "memory" in row:
+            warm = row["memory"]["warm_sandboxes_mb"]
+            print(f"{config:32} server {row['memory']['server_mb']:.0f} MB; warm sandboxes: {len(warm)} idle, {sum(warm):.0f} MB in total "
+                  f"({', '.join(f'{w:.0f}' for w in warm)})")
+
+
+if __name__ == "__main__":
+    main()
