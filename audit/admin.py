@@ -52,8 +52,21 @@ def key_value_table(block: dict | None, rows: list[tuple[str, str]], formatters:
     return format_html('<table class="audit-block">{}</table>', body)
 
 
+class ReadOnly:
+    """Admin mix-in: browse only. Records change through the API and expiry, never by hand."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(AuditLog)
-class AuditLogAdmin(admin.ModelAdmin):
+class AuditLogAdmin(ReadOnly, admin.ModelAdmin):
     list_display = ("when", "action", "status", "user_id", "session_id", "summary", "ip")
     list_filter = ("action", "status", ("created_at", admin.DateFieldListFilter))
     search_fields = ("user_id", "session_id", "file__filename", "ip")
@@ -73,15 +86,7 @@ class AuditLogAdmin(admin.ModelAdmin):
         "execution_block", "file_block", "details_block",
     )
 
-    # Read-only: an audit trail that the admin could edit would prove nothing.
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
+    # Read-only (ReadOnly): an audit trail that the admin could edit would prove nothing.
 
     @admin.display(description="createdAt", ordering="created_at")
     def when(self, entry: AuditLog) -> str:

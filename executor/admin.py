@@ -3,23 +3,16 @@
 from django.contrib import admin
 from django.utils import timezone
 
+from audit.admin import ReadOnly
+
 from .models import ExecutionSlot
 
 
 @admin.register(ExecutionSlot)
-class ExecutionSlotAdmin(admin.ModelAdmin):
+class ExecutionSlotAdmin(ReadOnly, admin.ModelAdmin):
     list_display = ("number", "in_use", "holder", "leased_at", "leased_until")
     readonly_fields = ("number", "holder", "leased_at", "leased_until")
     ordering = ("number",)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.display(boolean=True, description="in use")
     def in_use(self, slot):

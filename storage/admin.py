@@ -4,23 +4,16 @@ DELETE /files/... or `manage.py cleanup_sessions`, which also remove the bytes o
 from django.contrib import admin
 from django.db.models import Count
 
-from audit.admin import human_size
+from audit.admin import ReadOnly, human_size
 
 from .models import Session, StoredFile
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
+class ReadOnlyAdmin(ReadOnly, admin.ModelAdmin):
+    pass
 
 
-class StoredFileInline(admin.TabularInline):
+class StoredFileInline(ReadOnly, admin.TabularInline):
     model = StoredFile
     fk_name = "session"
     fields = ("id", "name", "size_text", "content_type", "read_only", "created_at")
@@ -28,14 +21,6 @@ class StoredFileInline(admin.TabularInline):
     show_change_link = True
     extra = 0
 
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="size")
     def size_text(self, stored):
