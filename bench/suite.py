@@ -46,6 +46,7 @@ CONFIGS = {
     "docker-pool": {"SANDBOX_POOL": "py:4,js:1,bash:1"},
     "docker-cold": {"SANDBOX_POOL": "off"},
     "runsc-cold": {"SANDBOX_POOL": "off", "SANDBOX_DOCKER_RUNTIME": "runsc"},
+    "bwrap-pool": {"SANDBOX_POOL": "py:4,js:1,bash:1", "SANDBOX_BACKEND": "bwrap"},
     "bwrap-cold": {"SANDBOX_POOL": "off", "SANDBOX_BACKEND": "bwrap"},
 }
 ROOTFS = Path(os.environ.get("SANDBOX_BWRAP_ROOTFS", "/var/lib/codeinterp/rootfs"))
@@ -73,8 +74,10 @@ def floor(argv, runs, workdir):
     env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "MPLBACKEND": "Agg", "MPLCONFIGDIR": "/tmp/.mpl-floor"}
     for _ in range(runs + 2):
         started = time.perf_counter()
-        subprocess.run(argv, capture_output=True, env=env, cwd="/" if root else workdir, check=True,
-                       preexec_fn=(lambda: (os.chroot(root), os.chdir("/tmp"))) if root else None)
+        done = subprocess.run(argv, capture_output=True, env=env, cwd="/" if root else workdir,
+                              preexec_fn=(lambda: (os.chroot(root), os.chdir("/tmp"))) if root else None)
+        if done.returncode != 0:
+            return None  # needs more than a bare chroot (bun wants /proc): no floor for it
         samples.append((time.perf_counter() - started) * 1000)
     return summary(samples[2:])
 
@@ -120,12 +123,30 @@ def throughput(server, concurrency, seconds=10.0):
     return {**counts, "per_s": counts["ok"] / seconds, "health_p50_ms": statistics.median(health_ms), "health_max_ms": max(health_ms)}
 
 
-def rss_mb(pid: int) -> float:
+def descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def memory_mb(pids, field="Pss") -> float:
+    """Proportional set size (shared library pages split among their users), in MB."""
     total = 0
-    for p in [pid, *subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()]:
+    for pid in pids:
         try:
-            for line in open(f"/proc/{p}/status"):
-                if line.startswith("VmRSS:"):
+            for line in open(f"/proc/{pid}/smaps_rollup"):
+                if line.startswith(field + ":"):
                     total += int(line.split()[1])
         except OSError:
             pass
@@ -133,20 +154,28 @@ def rss_mb(pid: int) -> float:
 
 
 def warm_sandbox_mb(server) -> list[float]:
-    label = server.manage("shell", "-c", "from executor import pool; print(pool.instance())").stdout.split()[-1]
-    ids = subprocess.run(["docker", "ps", "-q", "--filter", f"label=org.librechat.codeinterp.pool={label}"], capture_output=True, text=True).stdout.split()
+    """PSS of each idle warm sandbox: every process of it (tini or bwrap, and the runner)."""
+    out = server.manage("shell", "-c", "from executor.models import WarmSandbox as W; [print('HANDLE', w.container_id) for w in W.objects.filter(state='ready')]").stdout
+    rows = [line.split()[1] for line in out.splitlines() if line.startswith("HANDLE ")]
     sizes = []
-    for cid in ids:
-        pid = subprocess.run(["docker", "inspect", "-f", "{{.State.Pid}}", cid], capture_output=True, text=True).stdout.strip()
-        if pid and pid != "0":
-            sizes.append(rss_mb(int(pid)) + sum(rss_mb(int(c)) for c in subprocess.run(["pgrep", "-P", pid], capture_output=True, text=True).stdout.split()))
+    for handle in rows:
+        if len(handle) == 64:  # a container id
+            pid = subprocess.run(["docker", "inspect", "-f", "{{.State.Pid}}", handle], capture_output=True, text=True).stdout.strip()
+            roots = [int(pid)] if pid.isdigit() and pid != "0" else []
+        else:  # bwrap: the sandbox's processes are in its cgroup
+            roots = []
+            for procs in Path("/sys/fs/cgroup/pids").rglob("cgroup.procs"):
+                if handle.split(":")[-1] in str(procs.parent):
+                    roots += [int(p) for p in procs.read_text().split()]
+        pids = sorted({p for r in roots for p in descendants(r)})
+        sizes.append(memory_mb(pids))
     return sizes
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=30)
-    parser.add_argument("--pace", type=float, default=1.5, help="seconds between latency calls")
+    parser.add_argument("--pace", type=float, default=2.0, help="seconds between latency calls (pool configs)")
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--throughput-seconds", type=float, default=10)
     args = parser.parse_args()
@@ -170,7 +199,9 @@ def main():
                 row["latency"][name] = latency(client, lang, code, args.runs, args.pace if "pool" in config else 0)
             row["throughput"] = {c: throughput(server, c, args.throughput_seconds) for c in (1, 4, 16)}
             time.sleep(8)
-            row["memory"] = {"server_mb": rss_mb(server.process.pid), "warm_sandboxes_mb": warm_sandbox_mb(server)}
+            server_pids = [p for p in descendants(server.process.pid) if b"gunicorn" in open(f"/proc/{p}/cmdline", "rb").read()
+                           or b"pool_keeper" in open(f"/proc/{p}/cmdline", "rb").read()]
+            row["memory"] = {"server_mb": memory_mb(server_pids), "warm_sandboxes_mb": warm_sandbox_mb(server)}
             report["configs"][config] = row
         finally:
             server.stop()
@@ -203,7 +234,7 @@ def print_report(report):
     for config, row in report["configs"].items():
         for c, t in row.get("throughput", {}).items():
             print(f"{config:32}{c:>6}{t['per_s']:>8.1f}{t['ok']:>6}{t['429']:>6}{t['other']:>6}{t['health_p50_ms']:>11.1f}ms{t['health_max_ms']:>10.1f}ms")
-    print("\nmemory (RSS)")
+    print("\nmemory (PSS: shared pages split among the processes that map them)")
     for config, row in report["configs"].items():
         if "memory" in row:
             warm = row["memory"]["warm_sandboxes_mb"]

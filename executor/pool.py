@@ -227,9 +227,14 @@ def tend() -> dict:
         if WarmSandbox.objects.filter(pk=member.pk, state="taken").update(state="retired"):
             destroy_member(member)
             counts["retired"] += 1
+    # Starting a sandbox costs a CPU-second (container start, imports): while programs run,
+    # refill only a pool that is empty, so the warm-up does not slow the runs it is for.
+    from .slots import free_slots
+
+    busy = free_slots() < settings.SANDBOX_MAX_CONCURRENT_EXECUTIONS
     for language_key, wanted in settings.SANDBOX_POOL.items():
         have = members().filter(language=language_key, state__in=("starting", "ready")).count()
-        for _ in range(wanted - have):
+        for _ in range(wanted - have if not busy or have == 0 else 0):
             start_member(language_key)
             counts["started"] += 1
     return counts
