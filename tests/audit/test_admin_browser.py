@@ -116,7 +116,8 @@ def test_admin_filters_searches_and_shows_an_entry(server, admin_login, browser)
     page.goto(server.url + "/admin/storage/session/?q=" + up["session_id"])
     assert page.locator("#result_list tbody tr").count() == 1
     page.locator("#result_list tbody tr a").first.click()
-    assert "admin-notes.txt" in page.inner_text("#content")
+    page.wait_for_selector(".inline-group")  # the click only waits for the navigation to begin
+    assert "admin-notes.txt" in page.inner_text(".inline-group")
     page.goto(server.url + "/admin/storage/storedfile/?q=chart.txt")
     assert "chart.txt" in page.inner_text("#result_list")
     page.goto(server.url + "/admin/executor/executionslot/")
