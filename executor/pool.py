@@ -18,6 +18,7 @@ is the backend's handle (a container id, or "<uid>:<cgroup>" for bwrap).
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import logging
 import os
@@ -52,6 +53,7 @@ def root() -> Path:
     return settings.SANDBOX_STORAGE_PATH / ".pool"
 
 
+@functools.lru_cache(maxsize=1)  # asked on every claim; host name and storage path never change
 def instance() -> str:
     """Names this server's sandboxes, so that servers sharing one engine or one database
     (several hosts on PostgreSQL) never touch each other's pools."""

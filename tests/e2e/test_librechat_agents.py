@@ -207,6 +207,17 @@ def check_inherited(ref: dict, file_id: str, storage_sid: str) -> None:
     assert ref.get("storage_session_id", ref.get("session_id")) == storage_sid, ref
 
 
+def first_turn(server, upload_sid, csv_ref, tag):
+    """execute_code then bash_tool, both with the uploaded CSV injected as ToolNode does."""
+    out = drive(scenario(server, [
+        {"tool": "execute_code", "id": f"call_py_{tag}", "args": {"lang": "py", "code": CODE_1},
+         "session_id": upload_sid, "injected_files": [csv_ref]},
+        {"tool": "bash_tool", "id": f"call_bash_{tag}", "args": {"command": BASH_COMMAND},
+         "session_id": upload_sid, "injected_files": [csv_ref]},
+    ]))
+    return out["results"]
+
+
 def test_execute_code_and_bash_tool_with_era_c_upload(server):
     upload = upload_era_c(server, "data.csv", DATA_CSV)
     upload_sid, data_id = upload["storage_session_id"], upload["files"][0]["fileId"]
@@ -214,13 +225,7 @@ def test_execute_code_and_bash_tool_with_era_c_upload(server):
     csv_ref = era_c_ref(upload, "data.csv")
 
     # First turn: LibreChat primed the session with the uploaded file.
-    out = drive(scenario(server, [
-        {"tool": "execute_code", "id": "call_py_1", "args": {"lang": "py", "code": CODE_1},
-         "session_id": upload_sid, "injected_files": [csv_ref]},
-        {"tool": "bash_tool", "id": "call_bash_1", "args": {"command": BASH_COMMAND},
-         "session_id": upload_sid, "injected_files": [csv_ref]},
-    ]))
-    py, bash = out["results"]
+    py, bash = first_turn(server, upload_sid, csv_ref, "1")
 
     # --- execute_code: content string (spec §8), exactly as the package formats it.
     assert py["tool_call_id"] == "call_py_1"
@@ -291,13 +296,7 @@ def test_execute_code_and_bash_tool_with_era_a_upload(server):
     assert download(server, upload_sid, data_id, entity_id=AGENT_ID) == DATA_CSV
     csv_ref = era_a_ref(upload, "data.csv")
 
-    out = drive(scenario(server, [
-        {"tool": "execute_code", "id": "call_py_a", "args": {"lang": "py", "code": CODE_1},
-         "session_id": upload_sid, "injected_files": [csv_ref]},
-        {"tool": "bash_tool", "id": "call_bash_a", "args": {"command": BASH_COMMAND},
-         "session_id": upload_sid, "injected_files": [csv_ref]},
-    ]))
-    py, bash = out["results"]
+    py, bash = first_turn(server, upload_sid, csv_ref, "a")
     assert py["content"] == f"stdout:\nMEAN_TEMP={MEAN_TEMP}\nROWS=4\n\n" + session_summary(files=2, images=1), py["content"]
     exec_sid = py["artifact"]["session_id"]
     files = by_name(py["artifact"])
