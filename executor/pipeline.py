@@ -17,6 +17,7 @@ from django.conf import settings
 
 from audit.events import record
 from sandbox_project.errors import ApiError, bad_request
+from sandbox_project.timing import phase
 from storage import store
 from storage.ids import is_valid_id
 from storage.models import StoredFile
@@ -141,13 +142,15 @@ def command_for(language: Language, source: str, args: list[str], limits: Limits
 
 
 def execute(data, caller, request=None) -> dict:
-    req = parse_request(data, caller)
+    with phase("parse"):
+        req = parse_request(data, caller)
     limits = Limits.from_settings(req.timeout_ms)
     source = req.language.source_name(req.code)
     argv, budget_ms = command_for(req.language, source, req.args, limits)
     started = time.monotonic()
     with slots.lease((budget_ms + settings.SANDBOX_LEASE_MARGIN_MS) / 1000) as slot:
-        session = store.new_session("exec", req.user_id)
+        with phase("session"):
+            session = store.new_session("exec", req.user_id)
         try:
             result, response = _run_in_workspace(req, session, source, argv, budget_ms, limits, slot["slot"])
         except BaseException as error:
@@ -160,6 +163,12 @@ def execute(data, caller, request=None) -> dict:
             raise
     duration_ms = int((time.monotonic() - started) * 1000)
     generated = [f for f in response["files"] if not f.get("inherited")]
+    with phase("audit"):
+        _audit_success(request, req, session, slot, result, response, duration_ms, generated)
+    return response
+
+
+def _audit_success(request, req, session, slot, result, response, duration_ms, generated):
     record(
         "exec",
         request,
@@ -178,11 +187,11 @@ def execute(data, caller, request=None) -> dict:
             "cpuMs": result.cpu_ms,
         },
     )
-    return response
 
 
 def _run_in_workspace(req, session, source, argv, budget_ms, limits, slot):
-    member = pool.claim(req.language.key)
+    with phase("claim"):
+        member = pool.claim(req.language.key)
     if member is not None:
         try:
             return _run_warm(req, session, source, argv, budget_ms, limits, slot, member)
@@ -190,12 +199,16 @@ def _run_in_workspace(req, session, source, argv, budget_ms, limits, slot):
             log.warning("warm sandbox lost; running cold", extra={"error": str(error)})
     backend = get_backend()
     area = store.session_dir(session) / "workspace" / f"exec_{session.id}"
-    ws = Workspace(area, limits.disk_mb, len(req.code.encode()), backend.owner_uid(slot)).open()
+    with phase("prime"):
+        ws = Workspace(area, limits.disk_mb, len(req.code.encode()), backend.owner_uid(slot)).open()
     try:
-        _prime(ws, req, source)
+        with phase("prime"):
+            _prime(ws, req, source)
         spec = RunSpec(session.id, ws.data, ws.code, argv, limits, budget_ms, slot)
-        result = backend.run(spec)
-        return result, _respond(req, session, ws, result, limits)
+        with phase("run"):
+            result = backend.run(spec)
+        with phase("collect"):
+            return result, _respond(req, session, ws, result, limits)
     finally:
         teardown.later(ws.close)  # the program has exited; unmounting can wait
 
@@ -205,15 +218,18 @@ def _run_warm(req, session, source, argv, budget_ms, limits, slot, member):
     backend = get_backend()
     ws = pool.workspace(member.name, member.container_id)
     try:
-        ws.resize(len(req.code.encode()))  # the disk quota of a cold run
-        _prime(ws, req, source)
-        spec = RunSpec(member.name, ws.data, ws.code, argv, limits, budget_ms, slot)
-        pipes = pool.open_pipes(ws)
+        with phase("prime"):
+            ws.resize(len(req.code.encode()))  # the disk quota of a cold run
+            _prime(ws, req, source)
+            spec = RunSpec(member.name, ws.data, ws.code, argv, limits, budget_ms, slot)
+            pipes = pool.open_pipes(ws)
         try:
-            result = backend.pool_finish(member.container_id, member.name, spec, lambda: pool.wake(ws, argv), pipes)
+            with phase("run"):
+                result = backend.pool_finish(member.container_id, member.name, spec, lambda: pool.wake(ws, argv), pipes)
         finally:
             pool.close_pipes(pipes)
-        response = _respond(req, session, ws, result, limits)
+        with phase("collect"):
+            response = _respond(req, session, ws, result, limits)
         response["run"]["warm"] = True  # for operators and the tests; clients ignore it
         return result, response
     finally:

@@ -14,6 +14,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from sandbox_project.errors import ApiError
+from sandbox_project.timing import phase
 
 from .models import ExecutionSlot, SlotWaiter
 
@@ -76,16 +77,18 @@ def rate_limited(reason: str) -> ApiError:
 @contextmanager
 def lease(lease_s: float):
     """Holds one slot for the block; waits up to SANDBOX_QUEUE_TIMEOUT_MS, else 429."""
-    ensure_slots()
-    token = secrets.token_hex(16)
-    number = try_acquire(token, lease_s)
-    waited_from = time.monotonic()
-    if number is None:
-        number = _wait_for_slot(token, lease_s)
+    with phase("slot"):
+        ensure_slots()
+        token = secrets.token_hex(16)
+        number = try_acquire(token, lease_s)
+        waited_from = time.monotonic()
+        if number is None:
+            number = _wait_for_slot(token, lease_s)
     try:
         yield {"slot": number, "queue_ms": int((time.monotonic() - waited_from) * 1000)}
     finally:
-        release(number, token)
+        with phase("release"):
+            release(number, token)
 
 
 def _wait_for_slot(token: str, lease_s: float) -> int:

@@ -44,6 +44,8 @@ from pathlib import Path
 
 from django.conf import settings
 
+from sandbox_project.timing import phase, phase_mark
+
 from .base import SANDBOX_UID, Limits, RunResult, RunSpec, read_available
 from .cgroups import CgroupError, CgroupTree, ExecutionCgroup
 from .seccomp import SeccompUnavailable, build_bpf
@@ -454,7 +456,8 @@ class BwrapBackend:
             return buffers["status"].endswith(b"\n") or _bwrap_exit(buffers["exit"]) is not None
 
         try:
-            begin()
+            with phase("wake"):
+                begin()
             started = time.monotonic()
             deadline = started + spec.deadline_ms / 1000
             next_check = started + POLL_EMPTY_S
@@ -475,6 +478,7 @@ class BwrapBackend:
                     take(kind, read_available(pipes[kind], limit=cap + 1))
             take("exit", read_available(exit_fd, limit=64))
             result.wall_ms = int((time.monotonic() - started) * 1000)
+            phase_mark("program", result.wall_ms)
         finally:
             cgroup.kill()  # the runner has killed the rest; this ends the runner, and any breach
             os.close(exit_fd)
@@ -493,7 +497,9 @@ class BwrapBackend:
             result.signal = result.exit_code - 128
         # Nothing of the program may run on while the server looks at /mnt/data (a forged
         # status must not buy it time).
-        if not cgroup.stop_all():
+        with phase("stop"):
+            stopped = cgroup.stop_all()
+        if not stopped:
             log.error("processes of a warm sandbox survived SIGKILL", extra={"execution": name})
             raise RuntimeError("the warm sandbox could not be stopped")
         peak, cpu_ms, oom_kills = cgroup.stats()

@@ -21,6 +21,8 @@ import docker
 from django.conf import settings
 from docker.types import LogConfig, Mount, Ulimit
 
+from sandbox_project.timing import phase, phase_mark
+
 from .. import teardown
 from .base import SANDBOX_UID, RunResult, RunSpec
 from .base import read_available as _read_available
@@ -253,14 +255,16 @@ class DockerBackend:
         """Output comes from the attach stream; a warm Python sandbox (pool.py) also hands
         over `pipes`: FIFOs carrying its stdout, stderr and, when the program is over, its
         exit status, which ends the run without waiting for the container to wind down."""
-        sock = self.api.attach_socket(cid, params={"stdout": 1, "stderr": 1, "stream": 1})
+        with phase("attach"):
+            sock = self.api.attach_socket(cid, params={"stdout": 1, "stderr": 1, "stream": 1})
         raw = getattr(sock, "_sock", sock)
         collector = OutputCollector(spec.limits.output_max_bytes)
         sources = {raw.fileno(): "attach", **({fd: kind for kind, fd in pipes.items()} if pipes else {})}
         status = bytearray()
         finished = False
         try:
-            begin()
+            with phase("wake"):
+                begin()
             started = time.monotonic()
             deadline = started + spec.deadline_ms / 1000
             while not (finished or collector.truncated):
@@ -301,7 +305,10 @@ class DockerBackend:
             # The runner says the program is over, but the FIFO belongs to the program, which
             # may have forged that. Stop every process of the execution now, synchronously,
             # before anything looks at /mnt/data; only the container's removal may wait.
-            if self.accounting and self.accounting.stop(name):
+            phase_mark("program", (time.monotonic() - started) * 1000)
+            with phase("stop"):
+                stopped = self.accounting and self.accounting.stop(name)
+            if stopped:
                 result.wall_ms = int((time.monotonic() - started) * 1000)
                 result.exit_code = reported
                 return

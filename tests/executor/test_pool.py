@@ -35,6 +35,12 @@ SAME_OUTPUT = [
     ("py", "import threading, time\nt = threading.Thread(target=lambda: (time.sleep(0.3), print('thread done')))\nt.start()\nprint('main done')"),
     ("py", "import subprocess\nprint(subprocess.run(['bash', '-c', 'echo from child; exit 3']).returncode)"),
     ("py", "import matplotlib.pyplot as plt\nplt.plot([1, 2]); plt.show()\nprint(open('plot_1.png', 'rb').read()[:4])"),
+    # The warm-up draws a throw-away pandas plot: nothing of it may show (figure numbers,
+    # open figures, unit converters pandas registers while plotting, rcParams).
+    ("py", "import matplotlib as mpl, matplotlib.pyplot as plt, matplotlib.units as u\n"
+           "print(plt.get_fignums(), plt.figure().number, mpl.rcParams == mpl.rcParamsDefault or sorted(\n"
+           "  k for k in mpl.rcParams if mpl.rcParams[k] != mpl.rcParamsDefault[k]))\n"
+           "print(sorted(f'{k.__module__}.{k.__name__}={type(v).__module__}' for k, v in u.registry.items()))"),
 ]
 
 

@@ -2,6 +2,8 @@
 itself, replace os.kill, and keep running while the server collects its outputs. The server
 must stop every process of it before it looks at /mnt/data, and never follow a symlink there."""
 
+import os
+import signal
 import subprocess
 import time
 import uuid
@@ -53,12 +55,94 @@ time.sleep(30)
 """
     body = Client(pooled).exec("py", code)
     assert body["stderr"] == "", body  # the lingering process did start
-    assert subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout == ""
+    assert_stopped_then_gone(marker)
     names = {f["name"] for f in body["files"]}
     assert names <= {"sub/ok.txt", "sub.real/ok.txt"}, names
     for f in body["files"]:
         content = Client(pooled).get(f"/download/{body['session_id']}/{f['id']}").content
         assert content == b"fine"
+
+
+def running_with(marker: str) -> dict[int, bytes]:
+    """{pid: state} of processes whose command line holds `marker`, read from /proc here."""
+    found = {}
+    for pid in subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split():
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        found[int(pid)] = fields[0] if int(fields[6]) & 0x4 == 0 else b"exiting"
+    return found
+
+
+def assert_stopped_then_gone(marker: str) -> None:
+    """When the response arrives nothing of the program may still be able to run: each of
+    its processes is gone, a zombie, or inside the kernel's exit (PF_EXITING); tearing down
+    their memory may finish a moment later, and then they must be gone altogether."""
+    left = running_with(marker)
+    assert all(state in (b"Z", b"X", b"exiting") for state in left.values()), left
+    deadline = time.monotonic() + 10
+    while running_with(marker):
+        assert time.monotonic() < deadline, running_with(marker)
+        time.sleep(0.05)
+
+
+FORKER = "import os\nwhile True:\n  try:\n    if os.fork() == 0:\n      open('forked.txt', 'a').write('x'); os._exit(0)\n    os.wait()\n  except OSError:\n    pass\n"
+
+
+def test_busy_writers_and_forkers_are_stopped_before_outputs_are_read(pooled):
+    """Threads that keep rewriting a file in /mnt/data and processes that keep forking, while
+    the program claims to be done: none of them may act once the response is on its way."""
+    wait_for_pool(pooled)
+    marker = uuid.uuid4().hex
+    code = f"""
+import os, time, threading
+import numpy  # a big address space: its teardown is what the server no longer waits for
+os.kill = lambda *a: None
+def writer():
+    n = 0
+    while True:
+        n += 1
+        with open('counter.txt', 'w') as out:
+            out.write(str(n))
+for _ in range(3):
+    threading.Thread(target=writer, daemon=True).start()
+for _ in range(4):
+    if os.fork() == 0:
+        os.execvp('python3', ['python3', '-c', {FORKER!r}, '{marker}'])
+time.sleep(0.3)
+fd = os.open('/mnt/code/.status', os.O_WRONLY)
+os.write(fd, b'0\\n')
+writer()
+"""
+    body = Client(pooled).exec("py", code)
+    assert body["run"]["code"] == 0, body
+    assert_stopped_then_gone(marker)
+    counter = [f for f in body["files"] if f["name"] == "counter.txt"]
+    assert counter, body
+    content = Client(pooled).get(f"/download/{body['session_id']}/{counter[0]['id']}").content
+    assert content == b"" or content.isdigit(), content  # a snapshot, possibly mid-rewrite
+
+
+def test_stopped_means_exiting_not_paused():
+    """The server's notion of "stopped" (executor/backends/cgroups.py): a paused process can
+    be resumed, so it does not count; a zombie or a vanished one does."""
+    from executor.backends.cgroups import task_is_stopped
+
+    assert not task_is_stopped(os.getpid())
+    paused = subprocess.Popen(["sleep", "30"])
+    try:
+        os.kill(paused.pid, signal.SIGSTOP)
+        time.sleep(0.1)
+        assert not task_is_stopped(paused.pid)
+        os.kill(paused.pid, signal.SIGKILL)
+        time.sleep(0.1)
+        assert task_is_stopped(paused.pid)  # a zombie until it is reaped
+    finally:
+        paused.kill()
+        paused.wait()
+    assert task_is_stopped(paused.pid)  # gone
 
 
 def test_garbage_on_the_status_fifo_is_not_a_500(pooled):
