@@ -19,6 +19,8 @@ import time
 
 from django.db import close_old_connections, connections
 
+from sandbox_project.probes import BackgroundProbe
+
 from . import metrics
 
 log = logging.getLogger("sandbox.audit.store")
@@ -216,45 +218,36 @@ def mongo_answers(alias: str) -> None:
             client.admin.command("ping")
 
 
-_health_cache: tuple[float, dict] | None = None
-HEALTH_WAIT_S = 0.25
-HEALTH_CACHE_S = 5.0
-
-
-def store_health() -> dict:
-    """Whether the audit store answers (for /health), and this process's writer counts.
-    Asked at most every HEALTH_CACHE_S per process, and for at most a second."""
-    global _health_cache
+def _ask_store() -> dict:
     from .models import AuditLog
     from .routers import audit_database
 
     alias = audit_database()
-    now = time.monotonic()
-    if _health_cache is None or now - _health_cache[0] > HEALTH_CACHE_S:
-        answer = {"store": _store_label(alias)}
+    answer = {"store": _store_label(alias)}
+    try:
+        if answer["store"] == "mongodb":
+            mongo_answers(alias)
+        else:
+            AuditLog.objects.using(alias).exists()  # the table is there and readable
+        answer["ok"] = True
+    except Exception as error:
+        answer.update(ok=False, error=describe(error)[:200])
+    finally:
+        if answer["store"] != "mongodb":
+            connections[alias].close()  # the probe thread's own connection
+    return answer
 
-        def ask():
-            try:
-                if answer["store"] == "mongodb":
-                    mongo_answers(alias)
-                else:
-                    AuditLog.objects.using(alias).exists()  # the table is there and readable
-                answer["ok"] = True
-            except Exception as error:
-                answer.update(ok=False, error=describe(error)[:200])
-            finally:
-                if answer["store"] != "mongodb":
-                    connections[alias].close()  # this thread's own connection
 
-        # /health must answer at once: a store that is slow to answer is reported as not
-        # answering (the check finishes in the background and fills the cache).
-        asker = threading.Thread(target=ask, daemon=True)
-        asker.start()
-        asker.join(HEALTH_WAIT_S)
-        if "ok" not in answer:
-            answer.update(ok=False, error=f"no answer within {HEALTH_WAIT_S} s")
-        _health_cache = (time.monotonic(), answer)
-    body = {**_health_cache[1], "pending": writer.pending(), "failed": writer.failed}
+# Asked at most every 5 s per process; /health waits for it at most 0.25 s (a store that is
+# slow to answer is reported as not answering; the check goes on and fills in the answer).
+_store_probe = BackgroundProbe(_ask_store, refresh_after_s=5.0, trust_for_s=10.0, wait_s=0.25)
+
+
+def store_health() -> dict:
+    """Whether the audit store answers (for /health), and this process's writer counts."""
+    from .routers import audit_database
+
+    body = {"store": _store_label(audit_database()), **_store_probe(), "pending": writer.pending(), "failed": writer.failed}
     if writer.last_error:
         body["last_error"] = writer.last_error
     return body

@@ -49,6 +49,9 @@ CONFIGS = {
     "bwrap-pool": {"SANDBOX_POOL": "py:4,js:1,bash:1", "SANDBOX_BACKEND": "bwrap"},
     "bwrap-cold": {"SANDBOX_POOL": "off", "SANDBOX_BACKEND": "bwrap"},
 }
+# Left at the server's defaults (settings.py), as an operator runs it: tests/liveserver.py sets
+# smaller ones for quick limit tests.
+PRODUCTION_LIMITS = ("SANDBOX_MEMORY_MB", "SANDBOX_DISK_MB", "SANDBOX_TMP_MB", "SANDBOX_MAX_UPLOAD_MB", "SANDBOX_COMPILE_TIMEOUT_MS")
 ROOTFS = Path(os.environ.get("SANDBOX_BWRAP_ROOTFS", "/var/lib/codeinterp/rootfs"))
 
 
@@ -82,16 +85,31 @@ def floor(argv, runs, workdir):
     return summary(samples[2:])
 
 
+def server_timing(response) -> dict[str, float]:
+    """The server's own phases of one /exec (Server-Timing header, sandbox_project/timing.py)."""
+    phases: dict[str, float] = {}
+    for part in response.headers.get("Server-Timing", "").split(","):
+        name, _, duration = part.strip().partition(";dur=")
+        if duration:
+            phases[name] = phases.get(name, 0.0) + float(duration)
+    return phases
+
+
 def latency(client, lang, code, runs, pace_s):
     for _ in range(2):
         client.exec(lang, code)
-    samples = []
+    samples, phases, warm = [], [], 0
     for _ in range(runs):
         time.sleep(pace_s)
         started = time.perf_counter()
-        client.exec(lang, code)
+        response = client.post("/exec", json={"lang": lang, "code": code})
         samples.append((time.perf_counter() - started) * 1000)
-    return summary(samples)
+        assert response.status_code == 200, response.text
+        warm += bool(response.json()["run"].get("warm"))
+        phases.append(server_timing(response))
+    names = dict.fromkeys(n for p in phases for n in p)
+    return {**summary(samples), "warm": warm,
+            "phases_p50": {n: statistics.median(p.get(n, 0.0) for p in phases) for n in names}}
 
 
 def throughput(server, concurrency, seconds=10.0):
@@ -187,7 +205,10 @@ def main():
     for config in args.configs.split(","):
         env = {**CONFIGS[config], "SANDBOX_LOG_LEVEL": "warn", "SANDBOX_MAX_CONCURRENT_EXECUTIONS": "5", "SANDBOX_TIMEOUT_MS": "30000"}
         try:
-            server = LiveServer(**env).start()
+            server = LiveServer(**env)
+            for name in PRODUCTION_LIMITS:  # the tests' small limits would slow the plot (memory)
+                server.env.pop(name, None)
+            server.start()
         except Exception as error:
             report["configs"][config] = {"error": str(error)[:300]}
             continue
@@ -230,6 +251,13 @@ def print_report(report):
             ratio = f" (x{lat['p50'] / f['p50']:.1f})" if f else ""
             cells.append(f"{lat['p50']:.1f} / {lat['p95']:.1f}{ratio}")
         print(f"{config:32}" + "".join(f"{c:>26}" for c in cells))
+    print("\nwhere the time goes, server side (Server-Timing p50, ms): pool configs, py print(1) and the plot")
+    for config, row in report["configs"].items():
+        for n in ("py print(1)", "py pandas+matplotlib plot"):
+            lat = row.get("latency", {}).get(n)
+            if lat and "pool" in config:
+                phases = ", ".join(f"{k} {v:.1f}" for k, v in lat["phases_p50"].items())
+                print(f"{config:14}{n[:12]:>13}  warm {lat['warm']}/{lat['n']}: {phases}")
     print(f"\n{'throughput, py print(1)':32}{'conc':>6}{'ok/s':>8}{'ok':>6}{'429':>6}{'other':>6}{'health p50':>12}{'health max':>12}")
     for config, row in report["configs"].items():
         for c, t in row.get("throughput", {}).items():

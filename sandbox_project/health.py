@@ -4,6 +4,20 @@ from django.db import connection
 from rest_framework.decorators import api_view, authentication_classes, permission_classes
 from rest_framework.response import Response
 
+from .probes import BackgroundProbe
+
+
+def _ask_engine() -> dict:
+    from executor.backends import get_backend
+
+    return get_backend().health()
+
+
+# dockerd answers a ping in ~2 ms when idle but 50-150 ms while it starts containers for a
+# burst of runs; /health serves the last answer (at most a second old, or up to 5 s while a
+# refresh is under way) instead of queueing behind that work.
+engine_health = BackgroundProbe(_ask_engine, refresh_after_s=1.0, trust_for_s=5.0, wait_s=1.0)
+
 
 def database_ok() -> dict:
     try:
@@ -30,13 +44,9 @@ def health(request):
     from django.conf import settings
 
     from executor import slots
-    from executor.backends import get_backend
 
     database = database_ok()
-    try:
-        engine = get_backend().health()
-    except Exception as error:
-        engine = {"ok": False, "error": str(error)[:200]}
+    engine = engine_health()
     body = {"status": "ok" if database["ok"] and engine["ok"] else "degraded", "database": database, "engine": engine}
     # Reported, never a reason for "degraded": without its store the audit trail still goes to
     # the log lines, and every request still succeeds.
