@@ -25,6 +25,11 @@ def post_worker_init(worker):
     from executor.housekeeping import start_background_reaper
 
     start_background_reaper()
+    # The first engine check of a worker is the slow one (bwrap builds its seccomp filter,
+    # docker opens its connection): done now, in the probe's own thread, not in a /health call.
+    from sandbox_project.health import engine_health
+
+    engine_health()
     if "audit" in settings.DATABASES:
         from audit.writer import mongo_client
 
