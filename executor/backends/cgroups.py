@@ -138,6 +138,21 @@ class Accounting:
             except OSError:
                 pass
 
+    def _tasks(self, name: str) -> tuple[Path, str]:
+        """The directory whose tasks (below it) are the container's, and its tasks file."""
+        if self.version == 1:
+            return ROOT / "pids" / PARENT / name, "tasks"
+        return ROOT / PARENT / name, "cgroup.threads"
+
+    def running(self, name: str) -> bool | None:
+        """Whether a task of the container can still run; None when its tasks cannot be seen
+        here (the engine did not put them below the accounting cgroup)."""
+        base, tasks_file = self._tasks(name)
+        tasks = tasks_below(base, tasks_file)
+        if not tasks:
+            return None if not base.is_dir() else False
+        return not all(task_is_stopped(t) for t in tasks)
+
     def stop(self, name: str, timeout_s: float = 2.0) -> bool:
         """SIGKILLs every process below the accounting cgroup and waits until none of them
         can run again (module comment above). True when that is so; False when the cgroup
@@ -149,8 +164,7 @@ class Accounting:
             kill_file.write_text("1")  # recursive, atomic against forks (kernel >= 5.14)
         except OSError:
             pass
-        base = (ROOT / "pids" if self.version == 1 else ROOT) / PARENT / name
-        tasks_file = "tasks" if self.version == 1 else "cgroup.threads"
+        base, tasks_file = self._tasks(name)
         if not base.is_dir():
             return False
         give_up = time.monotonic() + timeout_s

@@ -36,6 +36,7 @@ DEADLINE_LABEL = "org.librechat.codeinterp.deadline"
 EXECUTION_LABEL = "org.librechat.codeinterp.execution"
 POOL_LABEL = "org.librechat.codeinterp.pool"  # value: the pool's instance (executor/pool.py)
 REAP_GRACE_S = 10
+POLL_ENDED_S = 0.02  # how often a warm run without an attach stream checks that its program still runs
 _STDOUT, _STDERR = 1, 2
 
 
@@ -254,12 +255,18 @@ class DockerBackend:
     def _run_container(self, cid: str, name: str, spec: RunSpec, result: RunResult, begin, pipes: dict | None = None) -> None:
         """Output comes from the attach stream; a warm Python sandbox (pool.py) also hands
         over `pipes`: FIFOs carrying its stdout, stderr and, when the program is over, its
-        exit status, which ends the run without waiting for the container to wind down."""
-        with phase("attach"):
-            sock = self.api.attach_socket(cid, params={"stdout": 1, "stderr": 1, "stream": 1})
-        raw = getattr(sock, "_sock", sock)
+        exit status, which ends the run without waiting for the container to wind down.
+        With the pipes and the accounting cgroup, the attach stream (an engine round trip,
+        ~2.5 ms) is not needed at all: a program that ends without the runner's report (os._exit,
+        a crash, an OOM kill) is seen through its cgroup, checked every POLL_ENDED_S."""
+        watch = bool(pipes) and self.accounting is not None and self.accounting.running(name) is not None
+        sock = raw = None
+        if not watch:
+            with phase("attach"):
+                sock = self.api.attach_socket(cid, params={"stdout": 1, "stderr": 1, "stream": 1})
+            raw = getattr(sock, "_sock", sock)
         collector = OutputCollector(spec.limits.output_max_bytes)
-        sources = {raw.fileno(): "attach", **({fd: kind for kind, fd in pipes.items()} if pipes else {})}
+        sources = {**({raw.fileno(): "attach"} if raw else {}), **({fd: kind for kind, fd in pipes.items()} if pipes else {})}
         status = bytearray()
         finished = False
         try:
@@ -267,12 +274,17 @@ class DockerBackend:
                 begin()
             started = time.monotonic()
             deadline = started + spec.deadline_ms / 1000
+            next_check = started + POLL_ENDED_S
             while not (finished or collector.truncated):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     result.timed_out = True
                     break
-                ready, _, _ = select.select(list(sources), [], [], remaining)
+                wait = min(remaining, next_check - time.monotonic()) if watch else remaining
+                ready, _, _ = select.select(list(sources), [], [], max(0.0, wait))
+                if watch and time.monotonic() >= next_check:
+                    finished = not self.accounting.running(name)  # ended without a report
+                    next_check = time.monotonic() + POLL_ENDED_S
                 for fd in ready:
                     kind = sources[fd]
                     if kind == "attach":
@@ -292,11 +304,12 @@ class DockerBackend:
         finally:
             # Shut the stream first: the engine will not even kill a container whose output
             # is waiting to be read (shutdown, because the HTTP response holds the fd too).
-            try:
-                raw.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
+            if sock is not None:
+                try:
+                    raw.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                sock.close()
         result.output_truncated = collector.truncated
         result.stdout = collector.text(_STDOUT)
         result.stderr = collector.text(_STDERR)
