@@ -5,6 +5,7 @@ from rest_framework.decorators import api_view, authentication_classes, permissi
 from rest_framework.response import Response
 
 from .probes import BackgroundProbe
+from .timing import phase
 
 
 def _ask_engine() -> dict:
@@ -45,13 +46,17 @@ def health(request):
 
     from executor import slots
 
-    database = database_ok()
-    engine = engine_health()
+    with phase("database"):
+        database = database_ok()
+    with phase("engine"):
+        engine = engine_health()
     body = {"status": "ok" if database["ok"] and engine["ok"] else "degraded", "database": database, "engine": engine}
     # Reported, never a reason for "degraded": without its store the audit trail still goes to
     # the log lines, and every request still succeeds.
-    body["audit"] = audit_store()
+    with phase("audit"):
+        body["audit"] = audit_store()
     if database["ok"]:
-        body["slots"] = {"total": settings.SANDBOX_MAX_CONCURRENT_EXECUTIONS, "free": slots.free_slots(),
-                         "queue": slots.queue_depth(), "max_queue": settings.SANDBOX_MAX_QUEUE}
+        with phase("slots"):
+            body["slots"] = {"total": settings.SANDBOX_MAX_CONCURRENT_EXECUTIONS, "free": slots.free_slots(),
+                             "queue": slots.queue_depth(), "max_queue": settings.SANDBOX_MAX_QUEUE}
     return Response(body, status=200 if body["status"] == "ok" else 503)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger("sandbox.cgroups")
@@ -75,6 +75,7 @@ def wait_stopped(directory: Path, tasks_file: str, timeout_s: float) -> bool:
 @dataclass
 class Accounting:
     version: int  # 1 or 2
+    empty_since: dict[str, float] = field(default_factory=dict)  # sweep(): name -> first seen empty
 
     @classmethod
     def detect(cls) -> "Accounting | None":
@@ -190,6 +191,40 @@ class Accounting:
                     break
                 except OSError:
                     time.sleep(0.01)
+
+    def sweep(self, older_than_s: float, skip_prefix: str = "bw-") -> int:
+        """Removes accounting cgroups that a dead worker (or a close() that ran out of
+        patience) left: found holding no process by this process's sweeps for longer than
+        any run can last (cgroup v1 directories have no usable mtime, so the first empty
+        sighting is remembered). The bwrap backend's cgroups (`skip_prefix`) share the
+        parent and have a sweep of their own."""
+        parents = [ROOT / PARENT] if self.version == 2 else [h / PARENT for h in ROOT.iterdir() if (h / PARENT).is_dir()]
+        names: set[str] = set()
+        for parent in parents:
+            try:
+                names.update(p.name for p in parent.iterdir() if p.is_dir() and not p.name.startswith(skip_prefix))
+            except OSError:
+                continue
+        now = time.monotonic()
+        for name in set(self.empty_since) - names:
+            del self.empty_since[name]
+        removed = 0
+        for name in sorted(names):
+            dirs = [parent / name for parent in parents if (parent / name).is_dir()]
+            if any(tasks_below(d, "cgroup.procs") for d in dirs):
+                self.empty_since.pop(name, None)  # in use (again): a run may be going on
+                continue
+            if now - self.empty_since.setdefault(name, now) < older_than_s:
+                continue
+            del self.empty_since[name]
+            for directory in dirs:
+                for current, _, _ in sorted(os.walk(directory), key=lambda entry: -len(entry[0])):
+                    try:
+                        os.rmdir(current)  # the deepest first; a busy one stays for next time
+                    except OSError:
+                        pass
+            removed += not any(d.exists() for d in dirs)
+        return removed
 
 
 # -- per-execution limit cgroups (the bwrap backend) ---------------------------------------

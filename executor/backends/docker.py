@@ -354,7 +354,12 @@ class DockerBackend:
 
     # -- housekeeping ----------------------------------------------------------------------
     def reap(self) -> int:
-        """Removes containers of ours whose deadline passed (their worker died mid-run)."""
+        """Removes containers of ours whose deadline passed (their worker died mid-run), and
+        the empty accounting cgroups such a worker left."""
+        if self.accounting:
+            from executor.housekeeping import max_run_seconds
+
+            self.accounting.sweep(max_run_seconds() + REAP_GRACE_S)
         removed = 0
         now = time.time()
         for info in self.api.containers(all=True, filters={"label": LABEL}):

@@ -117,3 +117,41 @@ def test_docker_accounting_stop_leaves_no_task_that_can_run():
         if container:
             subprocess.run(["docker", "rm", "-f", container], capture_output=True)
         accounting.close(name)
+
+
+def test_docker_sweep_removes_only_old_empty_accounting_cgroups():
+    """What a dead worker leaves in the accounting parent goes; a cgroup still holding a
+    process, a young one (its container may be about to start) and bwrap's stay."""
+    from executor.backends.cgroups import Accounting
+
+    accounting = Accounting.detect()
+    if accounting is None:
+        pytest.skip("cgroup accounting is unavailable on this host")
+    tag = uuid.uuid4().hex[:8]
+    old_empty, busy, bwraps = f"sweep-old-{tag}", f"sweep-busy-{tag}", f"bw-0-sweep-{tag}"
+    for name in (old_empty, busy, bwraps):
+        accounting.open(name)
+    holder = None
+    try:
+        memory_dir = accounting.dirs(busy)[0]
+        holder = subprocess.Popen(["/bin/sh", "-c", f'echo $$ > "{memory_dir}/cgroup.procs" && exec sleep 60'])
+        deadline = time.monotonic() + 5
+        while not open(memory_dir / "cgroup.procs").read().split():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        accounting.sweep(older_than_s=1.0)  # first sighting: nothing is old enough yet
+        assert all(d.exists() for d in accounting.dirs(old_empty))
+        time.sleep(1.2)
+        young = f"sweep-young-{tag}"
+        accounting.open(young)
+        accounting.sweep(older_than_s=1.0)
+        assert not any(d.exists() for d in accounting.dirs(old_empty))
+        assert all(d.exists() for d in accounting.dirs(busy))
+        assert all(d.exists() for d in accounting.dirs(young))
+        assert all(d.exists() for d in accounting.dirs(bwraps))
+    finally:
+        if holder is not None:
+            holder.kill()
+            holder.wait()
+        for name in (old_empty, busy, bwraps, f"sweep-young-{tag}"):
+            accounting.close(name)
