@@ -29,12 +29,14 @@ class BackgroundProbe:
         self._running: threading.Thread | None = None
 
     def _refresh(self) -> None:
+        result = {"ok": False, "error": "the check did not finish"}
         try:
             result = self.check()
         except Exception as error:  # any failure of a check means: not answering
             result = {"ok": False, "error": str(error)[:200]}
-        with self._lock:
-            self._result, self._at, self._running = result, time.monotonic(), None
+        finally:  # whatever happened, the next call may start a new check
+            with self._lock:
+                self._result, self._at, self._running = result, time.monotonic(), None
 
     def __call__(self) -> dict:
         with self._lock:

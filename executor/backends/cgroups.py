@@ -9,6 +9,7 @@ systemd-driven engine), accounting is simply off and the numbers are reported as
 
 from __future__ import annotations
 
+import errno as _errno
 import logging
 import os
 import time
@@ -28,43 +29,72 @@ def _write_ok(path: Path) -> bool:
         return False
 
 
-# -- "stopped": no task of the execution can run its own code again ------------------------
+# -- "stopped": no task of the execution can act again --------------------------------------
 #
-# After a SIGKILL the server only needs to know that the program can no longer act (write into
-# /mnt/data, fork, signal): a task flagged PF_EXITING is inside the kernel's exit path and
-# never returns to user space. Waiting for the cgroup to be *empty* instead costs the whole
-# teardown of the address space, 15-25 ms for a Python with pandas loaded on these machines;
-# that part goes on after the response, and the cgroup is removed once it is over.
+# After a SIGKILL the server only needs to know that the program can no longer act: write into
+# /mnt/data (also through its own memory, if that maps a file there), fork, or signal. A task
+# counts as stopped when it is gone, a zombie, or inside the kernel's exit path (PF_EXITING)
+# *and* has already let go of its memory (no mm: vsize 0). The kernel's last writes into a
+# task's memory (robust futexes, clear_child_tid) come before that point; the expensive part,
+# tearing the address space down (15-25 ms for a Python with pandas loaded on these machines),
+# comes after it and goes on after the response. The cgroup is removed once it is over.
 PF_EXITING = 0x00000004
 
 
+class CannotVerify(RuntimeError):
+    """The tasks of the execution cannot be seen from here (another pid namespace, an
+    unexpected error reading the cgroup): the caller stops it by other means."""
+
+
 def task_is_stopped(tid: int) -> bool:
-    """Whether task `tid` (a thread id, host pid namespace) is gone, a zombie, or exiting."""
+    """Whether task `tid` (a thread id, this pid namespace) can no longer act (see above)."""
     try:
         with open(f"/proc/{tid}/stat", "rb") as stat:
             fields = stat.read().rsplit(b")", 1)[1].split()  # the name may hold spaces and ")"
     except (FileNotFoundError, ProcessLookupError):
         return True
-    return fields[0] in (b"Z", b"X", b"x") or bool(int(fields[6]) & PF_EXITING)
+    if fields[0] in (b"Z", b"X", b"x"):
+        return True
+    return bool(int(fields[6]) & PF_EXITING) and int(fields[20]) == 0
 
 
 def tasks_below(directory: Path, tasks_file: str) -> list[int]:
     """Every task (thread) of `directory` and its descendants; `tasks_file` is "tasks" (v1)
-    or "cgroup.threads" (v2)."""
+    or "cgroup.threads" (v2). A cgroup removed meanwhile held no task any more."""
     found: list[int] = []
     for current, children, _ in os.walk(directory):
         try:
             found.extend(int(t) for t in _read(Path(current) / tasks_file).split())
-        except (FileNotFoundError, ValueError):
-            children.clear()  # removed meanwhile: its tasks have exited
+        except OSError as error:
+            if error.errno not in (_errno.ENOENT, _errno.ENODEV):
+                raise CannotVerify(f"cannot read {current}: {error}") from None
+            children.clear()
+    if 0 in found:  # a task outside our pid namespace
+        raise CannotVerify(f"the tasks of {directory} are in another pid namespace")
     return found
+
+
+def stopped_now(directory: Path, tasks_file: str) -> bool:
+    """Whether every task below `directory` is stopped, confirmed by a second listing: a
+    task may finish a fork() and then take its SIGKILL between our reading the list and
+    looking at it; its child is in the cgroup before fork() returns, so the second listing
+    holds it."""
+    seen = tasks_below(directory, tasks_file)
+    for _ in range(100):
+        if not all(task_is_stopped(t) for t in seen):
+            return False
+        again = tasks_below(directory, tasks_file)
+        if set(again) <= set(seen):
+            return True
+        seen = again  # something forked meanwhile: look at the newcomers too
+    return False
 
 
 def wait_stopped(directory: Path, tasks_file: str, timeout_s: float) -> bool:
     """Waits until every task below `directory` is stopped (see above); False on timeout."""
     deadline = time.monotonic() + timeout_s
     pause = 0.0002
-    while not all(task_is_stopped(t) for t in tasks_below(directory, tasks_file)):
+    while not stopped_now(directory, tasks_file):
         if time.monotonic() > deadline:
             return False
         time.sleep(pause)
@@ -146,10 +176,13 @@ class Accounting:
         return ROOT / PARENT / name, "cgroup.threads"
 
     def running(self, name: str) -> bool | None:
-        """Whether a task of the container can still run; None when its tasks cannot be seen
-        here (the engine did not put them below the accounting cgroup)."""
+        """Whether a task of the container can still act; None when that cannot be seen from
+        here (no such cgroup, another pid namespace, an unreadable cgroup)."""
         base, tasks_file = self._tasks(name)
-        tasks = tasks_below(base, tasks_file)
+        try:
+            tasks = tasks_below(base, tasks_file)
+        except CannotVerify:
+            return None
         if not tasks:
             return None if not base.is_dir() else False
         return not all(task_is_stopped(t) for t in tasks)
@@ -163,22 +196,27 @@ class Accounting:
         kill_file = (ROOT / "unified" if self.version == 1 else ROOT) / PARENT / name / "cgroup.kill"
         try:
             kill_file.write_text("1")  # recursive, atomic against forks (kernel >= 5.14)
+            by_cgroup = True
         except OSError:
-            pass
+            by_cgroup = False
         base, tasks_file = self._tasks(name)
         if not base.is_dir():
             return False
         give_up = time.monotonic() + timeout_s
-        while time.monotonic() < give_up:
-            running = [t for t in tasks_below(base, tasks_file) if not task_is_stopped(t)]
-            if not running:
-                return True
-            for tid in running:  # where cgroup.kill is missing, or for a fork that raced it
-                try:
-                    os.kill(tid, signal.SIGKILL)  # any thread id names its whole process
-                except ProcessLookupError:
-                    pass
-            wait_stopped(base, tasks_file, 0.002)
+        try:
+            while time.monotonic() < give_up:
+                if stopped_now(base, tasks_file):
+                    return True
+                if not by_cgroup:  # pid by pid, again and again for what forked meanwhile
+                    for tid in tasks_below(base, tasks_file):
+                        if not task_is_stopped(tid):
+                            try:
+                                os.kill(tid, signal.SIGKILL)  # any thread id names its whole process
+                            except ProcessLookupError:
+                                pass
+                wait_stopped(base, tasks_file, 0.002)
+        except CannotVerify as error:
+            log.warning("cannot verify that an execution stopped", extra={"execution": name, "error": str(error)})
         return False
 
     def close(self, name: str) -> None:
@@ -211,7 +249,11 @@ class Accounting:
         removed = 0
         for name in sorted(names):
             dirs = [parent / name for parent in parents if (parent / name).is_dir()]
-            if any(tasks_below(d, "cgroup.procs") for d in dirs):
+            try:
+                busy = any(tasks_below(d, "cgroup.procs") for d in dirs)
+            except CannotVerify:
+                busy = True  # never remove what cannot be checked
+            if busy:
                 self.empty_since.pop(name, None)  # in use (again): a run may be going on
                 continue
             if now - self.empty_since.setdefault(name, now) < older_than_s:
@@ -239,7 +281,6 @@ class Accounting:
 #              freezer); killed with the cgroup.kill of a cgroup2 directory when the host has a
 #              (hybrid) unified mount, else frozen and SIGKILLed pid by pid.
 
-import errno as _errno
 import signal as _signal
 
 SERVER_LEAF = "codeinterp-server"

@@ -259,7 +259,7 @@ class DockerBackend:
         With the pipes and the accounting cgroup, the attach stream (an engine round trip,
         ~2.5 ms) is not needed at all: a program that ends without the runner's report (os._exit,
         a crash, an OOM kill) is seen through its cgroup, checked every POLL_ENDED_S."""
-        watch = bool(pipes) and self.accounting is not None and self.accounting.running(name) is not None
+        watch = bool(pipes) and self.accounting is not None and self.accounting.running(name) is True
         sock = raw = None
         if not watch:
             with phase("attach"):
@@ -283,7 +283,7 @@ class DockerBackend:
                 wait = min(remaining, next_check - time.monotonic()) if watch else remaining
                 ready, _, _ = select.select(list(sources), [], [], max(0.0, wait))
                 if watch and time.monotonic() >= next_check:
-                    finished = not self.accounting.running(name)  # ended without a report
+                    finished = self.accounting.running(name) is False  # ended without a report
                     next_check = time.monotonic() + POLL_ENDED_S
                 for fd in ready:
                     kind = sources[fd]
@@ -301,6 +301,8 @@ class DockerBackend:
                 for kind in ("stdout", "stderr"):
                     rest = _read_available(pipes[kind], limit=spec.limits.output_max_bytes + 1)
                     collector.add(_STDOUT if kind == "stdout" else _STDERR, rest)
+                if not status:  # a report written just before the end was noticed otherwise
+                    status += _read_available(pipes["status"], limit=17)
         finally:
             # Shut the stream first: the engine will not even kill a container whose output
             # is waiting to be read (shutdown, because the HTTP response holds the fd too).

@@ -1,8 +1,9 @@
 """What "stopped" means before the server reads a run's outputs (executor/backends/cgroups.py):
-when the stop returns, no task of the run can execute its own code again. It may still be
-releasing its memory (that part is not waited for), but it is gone, a zombie, or inside the
-kernel's exit path. Checked on the real cgroups of both backends, with busy threads and a
-process that keeps forking, right after the call returns and before anything else kills them.
+when the stop returns, no task of the run can act again. A task may still be tearing down
+its address space (that is not waited for), but it is gone, a zombie, or inside the kernel's
+exit path with its memory already let go of (no more writes into it). Checked on the real
+cgroups of both backends, with busy threads and a process that keeps forking, right after
+the call returns and before anything else kills them.
 """
 
 import os
@@ -42,7 +43,9 @@ def state(tid: int) -> str:
         return "gone"
     if fields[0] in (b"Z", b"X"):
         return "zombie"
-    return "exiting" if int(fields[6]) & 0x4 else fields[0].decode()
+    if int(fields[6]) & 0x4 and int(fields[20]) == 0:  # PF_EXITING, and its memory let go of
+        return "exiting"
+    return fields[0].decode()
 
 
 def tasks(directory, tasks_file) -> set[int]:

@@ -72,7 +72,8 @@ def running_with(marker: str) -> dict[int, bytes]:
                 fields = stat.read().rsplit(b")", 1)[1].split()
         except OSError:
             continue
-        found[int(pid)] = fields[0] if int(fields[6]) & 0x4 == 0 else b"exiting"
+        exiting = int(fields[6]) & 0x4 and int(fields[20]) == 0  # PF_EXITING, memory let go of
+        found[int(pid)] = b"exiting" if exiting else fields[0]
     return found
 
 
