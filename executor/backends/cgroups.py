@@ -58,6 +58,11 @@ def task_is_stopped(tid: int) -> bool:
     return bool(int(fields[6]) & PF_EXITING) and int(fields[20]) == 0
 
 
+def tasks_file_of(version: int) -> str:
+    """The file listing every thread of a cgroup: "tasks" (v1) or "cgroup.threads" (v2)."""
+    return "tasks" if version == 1 else "cgroup.threads"
+
+
 def tasks_below(directory: Path, tasks_file: str) -> list[int]:
     """Every task (thread) of `directory` and its descendants; `tasks_file` is "tasks" (v1)
     or "cgroup.threads" (v2). A cgroup removed meanwhile held no task any more."""
@@ -171,9 +176,7 @@ class Accounting:
 
     def _tasks(self, name: str) -> tuple[Path, str]:
         """The directory whose tasks (below it) are the container's, and its tasks file."""
-        if self.version == 1:
-            return ROOT / "pids" / PARENT / name, "tasks"
-        return ROOT / PARENT / name, "cgroup.threads"
+        return (ROOT / "pids" if self.version == 1 else ROOT) / PARENT / name, tasks_file_of(self.version)
 
     def running(self, name: str) -> bool | None:
         """Whether a task of the container can still act; None when that cannot be seen from
@@ -204,17 +207,17 @@ class Accounting:
             return False
         give_up = time.monotonic() + timeout_s
         try:
-            while time.monotonic() < give_up:
-                if stopped_now(base, tasks_file):
+            if by_cgroup:
+                return wait_stopped(base, tasks_file, timeout_s)
+            while time.monotonic() < give_up:  # pid by pid, again for what forked meanwhile
+                for tid in tasks_below(base, tasks_file):
+                    if not task_is_stopped(tid):
+                        try:
+                            os.kill(tid, signal.SIGKILL)  # any thread id names its whole process
+                        except ProcessLookupError:
+                            pass
+                if wait_stopped(base, tasks_file, 0.002):
                     return True
-                if not by_cgroup:  # pid by pid, again and again for what forked meanwhile
-                    for tid in tasks_below(base, tasks_file):
-                        if not task_is_stopped(tid):
-                            try:
-                                os.kill(tid, signal.SIGKILL)  # any thread id names its whole process
-                            except ProcessLookupError:
-                                pass
-                wait_stopped(base, tasks_file, 0.002)
         except CannotVerify as error:
             log.warning("cannot verify that an execution stopped", extra={"execution": name, "error": str(error)})
         return False
@@ -412,12 +415,8 @@ class ExecutionCgroup:
             except OSError:
                 pass
 
-    @property
-    def _tasks_file(self) -> str:
-        return "tasks" if self.version == 1 else "cgroup.threads"
-
     def wait_stopped(self, timeout_s: float) -> bool:
-        return wait_stopped(self.dirs["pids"], self._tasks_file, timeout_s)
+        return wait_stopped(self.dirs["pids"], tasks_file_of(self.version), timeout_s)
 
     def wait_empty(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
