@@ -46,6 +46,11 @@ class ExecRequest:
 
 
 # -- validation ------------------------------------------------------------------------------
+# argv reaches execve(): far below the kernel's own limit (E2BIG at ~2 MiB), and no NUL.
+MAX_ARGS = 1000
+MAX_ARGS_CHARS = 256 * 1024
+
+
 def parse_request(data, caller) -> ExecRequest:
     if not isinstance(data, dict):
         raise bad_request("The request body must be a JSON object")
@@ -61,16 +66,23 @@ def parse_request(data, caller) -> ExecRequest:
     args = data.get("args") or []
     if isinstance(args, str):
         args = [args]
-    if not isinstance(args, list) or not all(isinstance(a, (str, int, float)) for a in args):
+    if not isinstance(args, list) or not all(isinstance(a, (str, int, float)) and not isinstance(a, bool) for a in args):
         raise bad_request("'args' must be a list of strings")
+    args = [str(a) for a in args]
+    if len(args) > MAX_ARGS or sum(len(a) for a in args) > MAX_ARGS_CHARS:
+        raise bad_request(f"'args' may hold at most {MAX_ARGS} arguments of {MAX_ARGS_CHARS} characters in all")
+    if any("\0" in a for a in args):
+        raise bad_request("an argument must not contain a NUL character")
     timeout = data.get("timeout")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
-        timeout = None  # honoured when sensible, never a reason to reject (spec item 10)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < 1e12:
+        timeout = None  # honoured when sensible, never a reason to reject (spec item 10); 1e400 is inf
     user_id = caller.user_id or _text(data.get("user_id"))
+    if user_id and "\0" in user_id:
+        raise bad_request("'user_id' must not contain a NUL character")
     return ExecRequest(
         language=language,
         code=code,
-        args=[str(a) for a in args],
+        args=args,
         inputs=resolve_inputs(data.get("files"), caller),
         user_id=user_id,
         timeout_ms=int(timeout) if timeout else None,

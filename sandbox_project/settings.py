@@ -187,7 +187,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["sandbox_project.auth.IsCodeApiClient"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
+        "sandbox_project.parsers.StrictJSONParser",
         "storage.parsers.CodeApiMultiPartParser",
     ],
     "EXCEPTION_HANDLER": "sandbox_project.errors.json_exception_handler",

@@ -124,13 +124,24 @@ def delete_session(session: Session) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def may_access(caller, session: Session) -> bool:
-    """Whether a caller may use a session's files.
+def _speaks_for_everyone(caller) -> bool:
+    """A shared API key or open mode belongs to the LibreChat server itself, which speaks for
+    all of its users (and legacy downloads carry no user at all). A verified JWT names one user."""
+    return getattr(caller, "method", None) != "jwt"
 
-    A verified JWT names its user: such callers reach their own files and files shared by
-    kind (agent, skill). A shared API key or open mode belongs to the LibreChat server itself,
-    which speaks for all of its users (and legacy downloads carry no user at all).
-    """
-    if getattr(caller, "method", None) != "jwt" or not caller.user_id:
+
+def may_access(caller, session: Session) -> bool:
+    """Whether a caller may read or use a session's files: a verified user reaches their own
+    files and files shared by kind (agent, skill); files stored without a user belong to no
+    verified user."""
+    if _speaks_for_everyone(caller):
         return True
-    return session.kind in ("agent", "skill") or session.user_id in ("", caller.user_id)
+    return session.kind in ("agent", "skill") or (bool(session.user_id) and session.user_id == caller.user_id)
+
+
+def may_delete(caller, session: Session) -> bool:
+    """Deleting takes owning: a shared agent or skill file is read by every user of the agent,
+    but deleted only by whoever uploaded it."""
+    if _speaks_for_everyone(caller):
+        return True
+    return bool(session.user_id) and session.user_id == caller.user_id
