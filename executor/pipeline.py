@@ -21,7 +21,7 @@ from sandbox_project.timing import phase
 from storage import store
 from storage.ids import is_valid_id
 from storage.models import StoredFile
-from storage.names import InvalidName, check_relative_name
+from storage.names import InvalidName, check_relative_name, printable
 
 from . import pool, slots, teardown
 from .artifacts import extension_allowed, sha256_of, walk
@@ -157,7 +157,7 @@ def execute(data, caller, request=None) -> dict:
     with phase("parse"):
         req = parse_request(data, caller)
     limits = Limits.from_settings(req.timeout_ms)
-    source = req.language.source_name(req.code)
+    source = req.language.source
     argv, budget_ms = command_for(req.language, source, req.args, limits)
     started = time.monotonic()
     with slots.lease((budget_ms + settings.SANDBOX_LEASE_MARGIN_MS) / 1000) as slot:
@@ -299,15 +299,29 @@ def explain(result: RunResult, language: Language, limits: Limits) -> str:
 
 # -- collecting ------------------------------------------------------------------------------
 def collect_outputs(data_dir: Path, inputs: dict[str, StoredFile], session):
-    """(files[], deleted_files[], artifact_truncation[]) for the response."""
+    """(files[], deleted_files[], artifact_truncation[]) for the response.
+
+    Every returned name passes the rule input names pass (check_relative_name), so a
+    conversation that sends them back is never refused. What one execution stores is bounded
+    by its disk quota: each file is charged its apparent size (a sparse file is copied in
+    full), and a hard-linked inode is charged and stored once (its other names become hard
+    links in storage).
+    """
     hidden_with_inputs = {"/".join(n.split("/")[: i + 1]) for n in inputs for i in range(n.count("/"))}
     found, truncation = walk(data_dir, settings.SANDBOX_MAX_OUTPUT_DEPTH, hidden_with_inputs)
     present = {f.name for f in found}
     deleted = [name for name in inputs if name not in present]
     max_files = settings.SANDBOX_MAX_OUTPUT_FILES
     max_bytes = settings.SANDBOX_MAX_OUTPUT_FILE_MB << 20
+    budget = settings.SANDBOX_DISK_MB << 20
+    by_inode: dict[tuple[int, int], StoredFile] = {}
     generated, inherited = [], []
     for item in found:
+        try:
+            check_relative_name(item.name, settings.SANDBOX_MAX_OUTPUT_DEPTH)
+        except InvalidName as error:
+            truncation.append({"name": printable(item.name), "reason": "invalid_name", "detail": str(error)})
+            continue
         original = inputs.get(item.name)
         digest = None
         if original is not None:
@@ -322,16 +336,34 @@ def collect_outputs(data_dir: Path, inputs: dict[str, StoredFile], session):
         if item.size > max_bytes:
             truncation.append({"name": item.name, "reason": "file_too_large", "size": item.size})
             continue
-        digest = digest or _digest(item)
-        if digest is None:
-            continue
         if len(generated) >= max_files:
             truncation.append({"name": item.name, "reason": "max_files"})
             continue
+        same = by_inode.get(item.inode)
+        if same is not None:
+            generated.append(store.save_output_link(session, same, item.name, modified_from=original))
+            continue
+        if item.size > budget:
+            truncation.append({"name": item.name, "reason": "storage_budget", "size": item.size})
+            continue
+        digest = digest or _digest(item)
+        if digest is None:
+            continue
         stored = store.save_output(session, item.open, item.name, item.size, digest, modified_from=original)
+        budget -= item.size
+        by_inode[item.inode] = stored
         generated.append(stored)
     files = [file_ref(f, session.id) for f in generated] + [file_ref(f, None, inherited=True) for f in inherited]
-    return files, deleted, truncation
+    return files, deleted, truncation[:MAX_TRUNCATION_ENTRIES] + _more(len(truncation))
+
+
+# A program can make any number of unacceptable files; the response lists this many.
+MAX_TRUNCATION_ENTRIES = 100
+
+
+def _more(count: int) -> list[dict]:
+    extra = count - MAX_TRUNCATION_ENTRIES
+    return [{"name": "", "reason": "more_not_listed", "count": extra}] if extra > 0 else []
 
 
 def _digest(item) -> str | None:

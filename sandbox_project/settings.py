@@ -14,6 +14,10 @@ if (BASE_DIR / ".env").is_file():
     c.env.read_env(BASE_DIR / ".env")  # real environment variables win
 
 # --- where things live -------------------------------------------------------------------
+# Everything the server writes is its own: users' uploads and outputs, the database, keys.
+# No other account on the host reads them (directories 0700, files 0600); the few things a
+# sandbox must read (its source file, its work dir) get their modes explicitly.
+os.umask(0o077)
 SANDBOX_PORT = c.integer("SANDBOX_PORT", 3081, 1, 65535)
 SANDBOX_HOST = c.text("SANDBOX_HOST", "127.0.0.1")
 SANDBOX_DATA_DIR = (BASE_DIR / c.text("SANDBOX_DATA_DIR", "./var")).resolve()
@@ -21,6 +25,9 @@ SANDBOX_DATA_DIR = (BASE_DIR / c.text("SANDBOX_DATA_DIR", "./var")).resolve()
 # lands in ./var/storage: user files never mix with the source tree (or the `storage` app).
 SANDBOX_STORAGE_PATH = (SANDBOX_DATA_DIR / c.text("SANDBOX_STORAGE_PATH", "./storage")).resolve()
 (SANDBOX_STORAGE_PATH / ".incoming").mkdir(parents=True, exist_ok=True, mode=0o700)
+for _private in (SANDBOX_DATA_DIR, SANDBOX_STORAGE_PATH):  # also for folders made by an older version
+    if _private.stat().st_uid == os.getuid():
+        _private.chmod(0o700)
 
 # --- auth ---------------------------------------------------------------------------------
 # The seed's two names for the shared key; SANDBOX_API_KEY wins when both are set.

@@ -111,10 +111,32 @@ def test_inputs_larger_than_the_work_area_are_413(api):
     assert "SANDBOX_DISK_MB" in response.json()["message"]
 
 
-def test_overlong_java_class_name_is_400(api):
+def test_overlong_java_class_name_fails_in_the_sandbox(api):
     name = "C" * 300
-    response = api.post("/exec", json={"lang": "java", "code": f"public class {name} {{ public static void main(String[] a) {{}} }}"})
-    assert response.status_code == 400, response.text
+    result = api.exec("java", f"public class {name} {{ public static void main(String[] a) {{}} }}")
+    assert result["run"]["code"] != 0 and "longer than 200 characters" in result["stderr"], result
+
+
+def server_cpu_seconds(server) -> float:
+    """User + system CPU of the server's workers (clock ticks in /proc/<pid>/stat)."""
+    import os
+
+    total = 0
+    for pid in server.worker_pids():
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def test_hostile_java_costs_the_server_nothing(api, server):
+    # 1.2 MB of unclosed comments: the old server-side scan was quadratic (~7 s of server CPU for
+    # 45 KB, most of an hour for 1 MB). The scan now runs in the sandbox under its limits.
+    before = server_cpu_seconds(server)
+    result = api.exec("java", "/* " * 400_000)
+    spent = server_cpu_seconds(server) - before
+    assert result["run"]["code"] != 0, result
+    assert spent < 3, f"the server spent {spent:.1f} s of CPU on one request"
 
 
 # -- inputs that used to answer 500 (a traceback per request) ---------------------------------
