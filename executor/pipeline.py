@@ -228,7 +228,7 @@ def _run_in_workspace(req, session, source, argv, budget_ms, limits, slot):
 def _run_warm(req, session, source, argv, budget_ms, limits, slot, member):
     """The same run in a sandbox started ahead of time (executor/pool.py)."""
     backend = get_backend()
-    ws = pool.workspace(member.name, member.container_id)
+    ws = pool.workspace(member.name, member.owner)
     try:
         with phase("prime"):
             ws.resize(len(req.code.encode()))  # the disk quota of a cold run

@@ -29,7 +29,10 @@ def post_worker_init(worker):
     # docker opens its connection): done now, in the probe's own thread, not in a /health call.
     from sandbox_project.health import engine_health
 
-    engine_health()
+    answer = engine_health()
+    # What the sandboxes' walls are made of, once per worker (docs/SECURITY.md lists the
+    # versions with known escapes): an operator sees it in the log without asking /health.
+    worker.log.info("sandbox engine %s: %s", answer.get("engine", "?"), answer.get("components") or answer.get("error"))
     if "audit" in settings.DATABASES:
         from audit.writer import mongo_client
 

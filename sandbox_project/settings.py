@@ -48,7 +48,10 @@ SANDBOX_DOCKER_IMAGE = c.text("SANDBOX_DOCKER_IMAGE", "librechat/sandbox-executo
 SANDBOX_DOCKER_RUNTIME = c.choice("SANDBOX_DOCKER_RUNTIME", "runc", c.RUNTIMES)
 SANDBOX_DOCKER_HOST = c.text("SANDBOX_DOCKER_HOST") or c.text("DOCKER_HOST")
 SANDBOX_BWRAP_ROOTFS = c.text("SANDBOX_BWRAP_ROOTFS", "/var/lib/codeinterp/rootfs")
-SANDBOX_BWRAP_UID_BASE = c.integer("SANDBOX_BWRAP_UID_BASE", 200000, 1000, 4_000_000_000)
+# Host uids of the sandboxes (executor/backends/base.py): one per slot, one per warm sandbox.
+# SANDBOX_BWRAP_UID_BASE is the older name, from when only bwrap had per-slot uids.
+SANDBOX_UID_BASE = c.integer("SANDBOX_UID_BASE", c.integer("SANDBOX_BWRAP_UID_BASE", 200000, 1000, 4_000_000_000),
+                             1000, 4_000_000_000)
 SANDBOX_TIMEOUT_MS = c.integer("SANDBOX_TIMEOUT_MS", 30000, 100, 3_600_000)
 SANDBOX_COMPILE_TIMEOUT_MS = c.integer("SANDBOX_COMPILE_TIMEOUT_MS", 30000, 100, 3_600_000)
 SANDBOX_MEMORY_MB = c.integer("SANDBOX_MEMORY_MB", 512, 32, 1_048_576)

@@ -2,7 +2,8 @@
 
 The container: no network, read-only root, a size-capped /tmp, /mnt/data (cwd and $HOME) and
 /mnt/code (read-only source) bound from the execution's own quota-limited tmpfs, all
-capabilities dropped, no-new-privileges, a non-root uid, memory = memory+swap, a pids limit,
+capabilities dropped, no-new-privileges, a non-root host uid of the execution's own (its slot's,
+or the warm sandbox's; /etc/passwd names it), memory = memory+swap, a pids limit,
 a CPU quota, nofile/fsize/core rlimits, tini as pid 1 (reaps orphans), no log driver (output
 is read from the attach stream with a per-stream cap), and the image's environment only.
 Every process of the execution has ended before run() returns (the stopped container itself is
@@ -24,7 +25,7 @@ from docker.types import LogConfig, Mount, Ulimit
 from sandbox_project.timing import phase, phase_mark
 
 from .. import teardown
-from .base import SANDBOX_UID, RunResult, RunSpec
+from .base import SANDBOX_UID, RunResult, RunSpec, kernel_release, passwd_lines, slot_uid, version_of
 from .base import read_available as _read_available
 from .cgroups import Accounting
 from .seccomp import PROFILE_JSON
@@ -109,20 +110,28 @@ class DockerBackend:
             return ""
 
     def owner_uid(self, slot: int) -> int:
-        return SANDBOX_UID  # the image's user; no user namespace, so also the host uid
+        return slot_uid(slot)  # no user namespace: the container's uid is the host uid
 
     # -- one execution ----------------------------------------------------------------------
-    def create(self, name: str, argv: list[str], data_dir, code_dir, limits, deadline_s: float, labels=None) -> str:
-        """Creates (does not start) a confined container; returns its id. `name` keys the
-        per-execution accounting cgroup."""
+    def create(self, name: str, argv: list[str], data_dir, code_dir, limits, deadline_s: float, uid: int,
+               labels=None) -> str:
+        """Creates (does not start) a confined container running as host uid `uid`; returns
+        its id. `name` keys the per-execution accounting cgroup."""
+        passwd, group = passwd_lines(uid)
+        for file_name, content in ((".passwd", passwd), (".group", group)):  # root's, read-only inside
+            (code_dir / file_name).write_text(content)
+            (code_dir / file_name).chmod(0o644)
         cgroup_parent = self.accounting.open(name) if self.accounting else None
         host_config = self.api.create_host_config(
             network_mode="none",
             read_only=True,
             tmpfs={"/tmp": f"rw,nosuid,nodev,exec,size={limits.tmp_mb}m,mode=1777"},
+            shm_size=limits.tmp_mb << 20,  # /dev/shm: the same cap as /tmp
             mounts=[
                 Mount("/mnt/data", str(data_dir), type="bind"),
                 Mount("/mnt/code", str(code_dir), type="bind", read_only=True),
+                Mount("/etc/passwd", str(code_dir / ".passwd"), type="bind", read_only=True),
+                Mount("/etc/group", str(code_dir / ".group"), type="bind", read_only=True),
             ],
             cap_drop=["ALL"],
             security_opt=["no-new-privileges", f"seccomp={PROFILE_JSON}"],
@@ -140,7 +149,7 @@ class DockerBackend:
             container = self.api.create_container(
                 self.image,
                 command=argv,
-                user=f"{SANDBOX_UID}:{SANDBOX_UID}",
+                user=f"{uid}:{uid}",
                 working_dir="/mnt/data",
                 hostname="sandbox",
                 network_disabled=True,
@@ -161,7 +170,8 @@ class DockerBackend:
         return container["Id"]
 
     def run(self, spec: RunSpec) -> RunResult:
-        cid = self.create(spec.name, spec.argv, spec.data_dir, spec.code_dir, spec.limits, spec.deadline_ms / 1000)
+        cid = self.create(spec.name, spec.argv, spec.data_dir, spec.code_dir, spec.limits, spec.deadline_ms / 1000,
+                          self.owner_uid(spec.slot))
         return self.finish(cid, spec.name, spec, begin=lambda: self.api.start(cid))
 
     def finish(self, cid: str, name: str, spec: RunSpec, begin, pipes: dict | None = None) -> RunResult:
@@ -193,14 +203,9 @@ class DockerBackend:
     # -- warm sandboxes (executor/pool.py); a handle is the container id ----------------------
     pool_pipes_always = False  # only the python runner reports on FIFOs; exec mode uses attach
 
-    def pool_owner(self, handle: str | None = None) -> int:
-        return SANDBOX_UID
-
-    def pool_new_owner(self, handles) -> int:
-        return SANDBOX_UID
-
     def pool_start(self, name: str, argv: list[str], ws, limits, deadline_s: float, instance: str) -> str:
-        cid = self.create(name, argv, ws.data, ws.code, limits, deadline_s=deadline_s, labels={POOL_LABEL: instance})
+        cid = self.create(name, argv, ws.data, ws.code, limits, deadline_s=deadline_s, uid=ws.owner,
+                          labels={POOL_LABEL: instance})
         try:
             self.api.start(cid)
         except BaseException:
@@ -374,6 +379,23 @@ class DockerBackend:
                     pass
         return removed
 
+    _components: dict | None = None
+
+    def components(self) -> dict:
+        """Versions of what the sandboxes' walls are made of (for /health and the start-up
+        log; docs/SECURITY.md says which versions have known escapes). Asked once."""
+        if self._components is None:
+            found = {"kernel": kernel_release()}
+            for part in self.api.version().get("Components", []):
+                name = {"Engine": "dockerd"}.get(part.get("Name"), part.get("Name", "?"))
+                commit = (part.get("Details") or {}).get("GitCommit", "")
+                found[name] = part.get("Version", "?") + (f" ({commit})" if commit and commit not in part.get("Version", "") else "")
+            runtimes = self.api.info().get("Runtimes", {})
+            if "runsc" in runtimes:
+                found["runsc"] = version_of([runtimes["runsc"].get("path", "runsc"), "--version"])
+            self._components = found
+        return self._components
+
     def health(self) -> dict:
         try:
             self.api.ping()
@@ -383,4 +405,8 @@ class DockerBackend:
             self.api.inspect_image(self.image)
         except docker.errors.ImageNotFound:
             return {"ok": False, "engine": "docker", "error": f"image {self.image} is missing"}
-        return {"ok": True, "engine": "docker", "runtime": self.runtime, "image": self.image}
+        try:
+            components = self.components()
+        except Exception as error:  # never a reason for "not ok": the engine answered
+            components = {"error": str(error)[:200]}
+        return {"ok": True, "engine": "docker", "runtime": self.runtime, "image": self.image, "components": components}
