@@ -25,9 +25,12 @@ SANDBOX_DATA_DIR = (BASE_DIR / c.text("SANDBOX_DATA_DIR", "./var")).resolve()
 # lands in ./var/storage: user files never mix with the source tree (or the `storage` app).
 SANDBOX_STORAGE_PATH = (SANDBOX_DATA_DIR / c.text("SANDBOX_STORAGE_PATH", "./storage")).resolve()
 (SANDBOX_STORAGE_PATH / ".incoming").mkdir(parents=True, exist_ok=True, mode=0o700)
-for _private in (SANDBOX_DATA_DIR, SANDBOX_STORAGE_PATH):  # also for folders made by an older version
-    if _private.stat().st_uid == os.getuid():
-        _private.chmod(0o700)
+# (also for folders an older version made). The data dir may be traversed by nginx's workers to
+# reach their own folder in it (sandbox_project/front.py): never read or written by others.
+if SANDBOX_STORAGE_PATH.stat().st_uid == os.getuid():
+    SANDBOX_STORAGE_PATH.chmod(0o700)
+if SANDBOX_DATA_DIR.stat().st_uid == os.getuid():
+    SANDBOX_DATA_DIR.chmod(SANDBOX_DATA_DIR.stat().st_mode & 0o711)
 
 # --- auth ---------------------------------------------------------------------------------
 # The seed's two names for the shared key; SANDBOX_API_KEY wins when both are set.
@@ -72,6 +75,13 @@ SANDBOX_POOL = c.pool_sizes("SANDBOX_POOL", "py:2")
 SANDBOX_POOL_MAX_AGE_S = c.integer("SANDBOX_POOL_MAX_AGE_S", 600, 10)
 SANDBOX_WORKERS = c.integer("SANDBOX_WORKERS", 2, 1, 64)
 SANDBOX_THREADS = c.integer("SANDBOX_THREADS", 16, 1, 256)
+# The buffering front (sandbox_project/front.py): nginx faces the clients, the workers only
+# ever see complete requests. "none": gunicorn listens on SANDBOX_HOST itself (behind a proxy
+# of your own that buffers requests; slow clients can tie up its threads otherwise).
+SANDBOX_FRONT = c.choice("SANDBOX_FRONT", "nginx", ("nginx", "none"))
+SANDBOX_FRONT_HEADER_TIMEOUT_S = c.integer("SANDBOX_FRONT_HEADER_TIMEOUT_S", 10, 1, 3600)
+SANDBOX_FRONT_BODY_TIMEOUT_S = c.integer("SANDBOX_FRONT_BODY_TIMEOUT_S", 30, 1, 3600)
+SANDBOX_FRONT_MAX_CONNECTIONS = c.integer("SANDBOX_FRONT_MAX_CONNECTIONS", 4096, 64, 1_000_000)
 
 # --- files --------------------------------------------------------------------------------
 SANDBOX_MAX_UPLOAD_MB = c.integer("SANDBOX_MAX_UPLOAD_MB", 150, 1)
@@ -101,7 +111,10 @@ os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(SANDBOX_METRICS_DIR)
 # --- Django -------------------------------------------------------------------------------
 SECRET_KEY = c.text("DJANGO_SECRET_KEY") or c.persistent_secret(SANDBOX_DATA_DIR / "django-secret-key")
 DEBUG = c.boolean("DJANGO_DEBUG", False)
-ALLOWED_HOSTS = [h.strip() for h in c.text("DJANGO_ALLOWED_HOSTS", "*").split(",") if h.strip()]
+# This server's own names, plus those the operator adds (e.g. `sandbox` for Docker Compose). A
+# Host header naming anything else is refused (400): DNS rebinding cannot reach the API.
+ALLOWED_HOSTS = sorted({*c.local_host_names(SANDBOX_HOST),
+                        *(h.strip() for h in c.text("DJANGO_ALLOWED_HOSTS").split(",") if h.strip())})
 CSRF_TRUSTED_ORIGINS = [o.strip() for o in c.text("DJANGO_CSRF_TRUSTED_ORIGINS").split(",") if o.strip()]
 
 INSTALLED_APPS = [
@@ -119,7 +132,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "sandbox_project.timing.ServerTimingMiddleware",
+    "sandbox_project.middleware.FrontProxyMiddleware",
     "sandbox_project.middleware.NormalizePathMiddleware",
+    "sandbox_project.middleware.ForeignOriginMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -28,4 +28,5 @@ def test_uploads_and_outputs_are_private(api, server):
     for secret in ("db.sqlite3", "django-secret-key"):
         path = server.data_dir / secret
         assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, (secret, oct(path.stat().st_mode))
-    assert stat.S_IMODE(server.data_dir.stat().st_mode) & 0o077 == 0
+    # traversable (nginx's workers reach their folder in it), never listable or writable by others
+    assert stat.S_IMODE(server.data_dir.stat().st_mode) & 0o066 == 0
