@@ -26,7 +26,7 @@ from storage.names import InvalidName, check_relative_name, printable
 from . import pool, slots, teardown
 from .artifacts import extension_allowed, sha256_of, walk
 from .backends import get_backend
-from .backends.base import Limits, RunResult, RunSpec
+from .backends.base import Limits, RunResult, RunSpec, SandboxGone, SandboxUnavailable
 from .languages import BUILD_DIR, Language, find_language
 from .workspace import Workspace, WorkspaceError
 
@@ -169,9 +169,9 @@ def execute(data, caller, request=None) -> dict:
             store.delete_session(session)
             record("exec", request, status="error", user_id=req.user_id, session_id=session.id,
                    execution={"lang": req.language.key}, error=str(error)[:500])
-            if isinstance(error, WorkspaceError):
-                log.error("work area failed", extra={"error": str(error)})
-                raise ApiError(503, "sandbox_unavailable", str(error)) from None
+            if isinstance(error, (WorkspaceError, SandboxUnavailable)):
+                log.error("sandbox unavailable", extra={"error": str(error)})
+                raise ApiError(503, "sandbox_unavailable", str(error), headers={"Retry-After": "5"}) from None
             raise
     duration_ms = int((time.monotonic() - started) * 1000)
     generated = [f for f in response["files"] if not f.get("inherited")]
@@ -207,7 +207,7 @@ def _run_in_workspace(req, session, source, argv, budget_ms, limits, slot):
     if member is not None:
         try:
             return _run_warm(req, session, source, argv, budget_ms, limits, slot, member)
-        except pool.SandboxGone as error:
+        except SandboxGone as error:
             log.warning("warm sandbox lost; running cold", extra={"error": str(error)})
     backend = get_backend()
     area = store.session_dir(session) / "workspace" / f"exec_{session.id}"

@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from storage.ids import new_id
 
-from .backends.base import Limits, pool_uid
+from .backends.base import Limits, SandboxGone, pool_uid
 from .languages import find_language
 from .models import WarmSandbox
 from .workspace import Workspace, unmount
@@ -43,10 +43,6 @@ READY = ".ready"
 PIPES = {"stdout": ".stdout", "stderr": ".stderr", "status": ".status"}  # python sandboxes
 RUNNER = "/opt/sandbox/bin/warm_runner.py"
 WAKE_TIMEOUT_S = 3  # a ready runner answers at once; a dead one is given up on quickly
-
-
-class SandboxGone(RuntimeError):
-    """The warm sandbox could not be woken; nothing of the program ran."""
 
 
 def root() -> Path:
@@ -219,6 +215,14 @@ def tend() -> dict:
         elif member.state == "starting" and is_ready(member.name):
             WarmSandbox.objects.filter(pk=member.pk, state="starting").update(state="ready")
             counts["ready"] += 1
+    # Retired rows whose removal failed (the engine went away meanwhile): try again every round,
+    # so that nothing of them (container, mounted work area, row) outlives the outage.
+    for member in members().filter(state="retired"):
+        try:
+            destroy_member(member)
+        except Exception as error:
+            log.warning("cannot remove a retired warm sandbox yet", extra={"sandbox": member.name, "error": str(error)[:200]})
+            break  # the backend is still away; the next round tries again
     # A taken sandbox whose worker died mid-run: gone once no run can still be using it.
     abandoned = timezone.now() - timedelta(seconds=max_life_s() - settings.SANDBOX_POOL_MAX_AGE_S)
     for member in members().filter(state="taken", claimed_at__lt=abandoned):

@@ -103,7 +103,7 @@ def verify_jwt(token: str) -> str:
     raise last_error
 
 
-def _key_matches(presented: str) -> bool:
+def key_matches(presented: str) -> bool:
     expected = settings.SANDBOX_API_KEY
     return bool(expected) and hmac.compare_digest(presented.encode(), expected.encode())
 
@@ -111,7 +111,7 @@ def _key_matches(presented: str) -> bool:
 def identify(api_key: str, bearer: str) -> Caller | None:
     """The caller, or None when the credentials (or their absence) are not acceptable."""
     for presented in (api_key, bearer):
-        if presented and _key_matches(presented):
+        if presented and key_matches(presented):
             return Caller("api_key")
     if bearer and bearer.count(".") == 2 and jwt_configured():
         try:

@@ -74,8 +74,10 @@ def on_starting(server):
 
 
 def worker_exit(server, worker):
+    from audit.events import auth_failures
     from audit.writer import writer
 
+    auth_failures.flush()  # summaries of refused credentials whose window is still open
     writer.flush(5.0)  # audit events still queued for the store
 
 

@@ -100,6 +100,11 @@ MONGO_MIN_POOL_SIZE = c.integer("MONGO_MIN_POOL_SIZE", 2, 0)
 if MONGO_MIN_POOL_SIZE > MONGO_MAX_POOL_SIZE:
     raise c.ImproperlyConfigured("MONGO_MIN_POOL_SIZE must not exceed MONGO_MAX_POOL_SIZE")
 SANDBOX_AUDIT_TTL_DAYS = c.integer("SANDBOX_AUDIT_TTL_DAYS", 0, 0)  # 0 = keep forever
+# Refused credentials: one entry per address at once, the rest of each window as one summary
+# entry (audit/events.py), so anonymous clients cannot grow the audit store without bound.
+SANDBOX_AUTH_FAILURE_WINDOW_S = c.integer("SANDBOX_AUTH_FAILURE_WINDOW_S", 60, 1, 86400)
+# GET /metrics: open (counts only, keep it off the public network), or only with the API key.
+SANDBOX_METRICS_REQUIRE_KEY = c.boolean("SANDBOX_METRICS_REQUIRE_KEY", False)
 SANDBOX_LOG_LEVEL = c.choice("SANDBOX_LOG_LEVEL", "info", c.LOG_LEVELS)
 LOGGING = build_logging(SANDBOX_LOG_LEVEL)
 # Prometheus multiprocess mode (one file per gunicorn worker, summed at scrape). Always set

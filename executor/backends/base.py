@@ -65,6 +65,15 @@ def read_available(fd: int, limit: int = 1 << 16) -> bytes:
     return b"".join(chunks)
 
 
+class SandboxUnavailable(RuntimeError):
+    """The backend cannot run anything now (the engine does not answer, the image or rootfs
+    is missing): the client gets 503 sandbox_unavailable, /health says why."""
+
+
+class SandboxGone(RuntimeError):
+    """A warm sandbox could not be woken; nothing of the program ran (a cold run follows)."""
+
+
 def kernel_release() -> str:
     return os.uname().release
 

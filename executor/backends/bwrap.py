@@ -46,7 +46,7 @@ from django.conf import settings
 
 from sandbox_project.timing import phase, phase_mark
 
-from .base import SANDBOX_UID, Limits, RunResult, RunSpec, kernel_release, passwd_lines, read_available, slot_uid, version_of
+from .base import SANDBOX_UID, Limits, RunResult, RunSpec, SandboxGone, kernel_release, passwd_lines, read_available, slot_uid, version_of
 from .cgroups import CgroupError, CgroupTree, ExecutionCgroup
 from .seccomp import SeccompUnavailable, build_bpf
 
@@ -417,8 +417,6 @@ class BwrapBackend:
             raise RuntimeError("a bwrap warm sandbox always has its FIFOs")
         cgroup = self.tree().find(self._parse(handle)[1])
         if cgroup is None or not cgroup.populated():
-            from executor.pool import SandboxGone
-
             raise SandboxGone("the warm sandbox has ended")
         result = RunResult()
         cpu_before = cgroup.stats()[1]

@@ -12,6 +12,7 @@ removed just after, on the teardown thread), so nothing of an execution runs on 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import select
@@ -25,7 +26,16 @@ from docker.types import LogConfig, Mount, Ulimit
 from sandbox_project.timing import phase, phase_mark
 
 from .. import teardown
-from .base import SANDBOX_UID, RunResult, RunSpec, kernel_release, passwd_lines, slot_uid, version_of
+from .base import (
+    SANDBOX_UID,
+    RunResult,
+    RunSpec,
+    SandboxUnavailable,
+    kernel_release,
+    passwd_lines,
+    slot_uid,
+    version_of,
+)
 from .base import read_available as _read_available
 from .cgroups import Accounting
 from .seccomp import PROFILE_JSON
@@ -37,8 +47,33 @@ DEADLINE_LABEL = "org.librechat.codeinterp.deadline"
 EXECUTION_LABEL = "org.librechat.codeinterp.execution"
 POOL_LABEL = "org.librechat.codeinterp.pool"  # value: the pool's instance (executor/pool.py)
 REAP_GRACE_S = 10
+STOPPED_GRACE_S = 60  # a stopped container of ours older than this is left over (reap)
 POLL_ENDED_S = 0.02  # how often a warm run without an attach stream checks that its program still runs
 _STDOUT, _STDERR = 1, 2
+
+
+def engine_errors(method):
+    """An engine that does not answer (down, restarting, its socket gone) or has no image is
+    SandboxUnavailable for the caller: a 503 that says so, never a 500."""
+
+    @functools.wraps(method)
+    def guarded(*args, **kwargs):
+        import requests
+
+        try:
+            return method(*args, **kwargs)
+        except docker.errors.ImageNotFound as error:
+            raise SandboxUnavailable(f"the executor image is missing: {error.explanation or error}") from None
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as error:
+            raise SandboxUnavailable(f"the Docker engine does not answer: {str(error)[:200]}") from None
+        except docker.errors.APIError as error:
+            if error.status_code is not None and error.status_code >= 500:
+                raise SandboxUnavailable(f"the Docker engine failed: {str(error.explanation or error)[:200]}") from None
+            raise
+        except docker.errors.DockerException as error:
+            raise SandboxUnavailable(f"the Docker engine is unavailable: {str(error)[:200]}") from None
+
+    return guarded
 
 
 class OutputCollector:
@@ -169,6 +204,7 @@ class DockerBackend:
             raise
         return container["Id"]
 
+    @engine_errors
     def run(self, spec: RunSpec) -> RunResult:
         cid = self.create(spec.name, spec.argv, spec.data_dir, spec.code_dir, spec.limits, spec.deadline_ms / 1000,
                           self.owner_uid(spec.slot))
@@ -217,6 +253,7 @@ class DockerBackend:
         found = self.api.containers(filters={"label": f"{POOL_LABEL}={instance}", "status": "running"})
         return {c["Id"] for c in found} & set(handles)
 
+    @engine_errors
     def pool_finish(self, handle: str, name: str, spec: RunSpec, begin, pipes: dict | None) -> RunResult:
         if self.accounting:
             self.accounting.reset(name)  # count the program, not the warm-up
@@ -361,8 +398,10 @@ class DockerBackend:
 
     # -- housekeeping ----------------------------------------------------------------------
     def reap(self) -> int:
-        """Removes containers of ours whose deadline passed (their worker died mid-run), and
-        the empty accounting cgroups such a worker left."""
+        """Removes containers of ours whose deadline passed (their worker died mid-run), those
+        stopped for longer than STOPPED_GRACE_S (an engine that went down stopped them; a
+        worker reads a stopped container's state within a second), and the empty accounting
+        cgroups dead workers left."""
         if self.accounting:
             from executor.housekeeping import max_run_seconds
 
@@ -371,13 +410,26 @@ class DockerBackend:
         now = time.time()
         for info in self.api.containers(all=True, filters={"label": LABEL}):
             deadline = int(info.get("Labels", {}).get(DEADLINE_LABEL, "0") or 0)
-            if deadline < now:
+            if deadline < now or (info.get("State") != "running" and self._stopped_for(info, now) > STOPPED_GRACE_S):
                 try:
                     self.api.remove_container(info["Id"], force=True)
                     removed += 1
                 except docker.errors.APIError:
                     pass
         return removed
+
+    def _stopped_for(self, info: dict, now: float) -> float:
+        """Seconds since a container stopped (or since it was made, if it never started)."""
+        from datetime import datetime
+
+        try:
+            finished = self.api.inspect_container(info["Id"])["State"].get("FinishedAt", "")
+        except docker.errors.NotFound:
+            return 0.0
+        if not finished or finished.startswith("0001-"):
+            return now - float(info.get("Created", now))
+        stamp = datetime.fromisoformat(finished[:26].rstrip("Z") + "+00:00") if "." in finished else datetime.fromisoformat(finished.replace("Z", "+00:00"))
+        return now - stamp.timestamp()
 
     _components: dict | None = None
 
