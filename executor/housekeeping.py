@@ -18,6 +18,7 @@ from .workspace import Workspace
 
 log = logging.getLogger("sandbox.housekeeping")
 REAP_INTERVAL_S = 15
+OVERDUE_INTERVAL_S = 1.0  # how often overdue sandboxes are looked for (cheap: one engine query)
 _started = False
 
 
@@ -82,3 +83,19 @@ def start_background_reaper() -> None:
                 log.exception("housekeeping failed")
 
     threading.Thread(target=loop, name="housekeeping", daemon=True).start()
+
+    def overdue_loop():
+        """A run whose worker died ends at its deadline: any worker kills it (backends that
+        can see such runs; a bwrap sandbox dies with its worker by itself)."""
+        from .backends import get_backend
+
+        while True:
+            time.sleep(OVERDUE_INTERVAL_S)
+            try:
+                kill = getattr(get_backend(), "kill_overdue", None)
+                if kill is not None:
+                    kill()
+            except Exception as error:  # the engine may be down; the next round tries again
+                log.debug("overdue sweep failed", extra={"error": str(error)[:200]})
+
+    threading.Thread(target=overdue_loop, name="overdue-runs", daemon=True).start()

@@ -8,6 +8,7 @@ under the exec session id -> release the slot, audit -> response.
 from __future__ import annotations
 
 import logging
+import secrets
 import shlex
 import time
 from dataclasses import dataclass, field
@@ -134,23 +135,29 @@ def resolve_inputs(refs, caller) -> dict[str, StoredFile]:
 
 
 # -- running ---------------------------------------------------------------------------------
-def command_for(language: Language, source: str, args: list[str], limits: Limits) -> tuple[list[str], int]:
-    """The argv inside the container, and the container's whole wall-clock budget in ms."""
+@dataclass(frozen=True)
+class Command:
+    argv: list[str]  # inside the sandbox
+    budget_ms: int  # the whole sandbox's backstop: compile and run limits, and a little
+    compile_marker: bytes = b""  # see SandboxClock
+
+
+def command_for(language: Language, source: str, args: list[str], limits: Limits) -> Command:
     run = [*language.fill(language.run, source), *args]
     if not language.compile:
-        return run, limits.timeout_ms
-    compile_s = limits.compile_timeout_ms / 1000
-    run_s = limits.timeout_ms / 1000
-    # Compile and run in one container, each step under its own coreutils `timeout`
-    # (exit 124 = time limit); compiler chatter goes to stderr, never mixed into stdout.
+        return Command(run, limits.timeout_ms)
+    # Compile and run in one sandbox. The compile step's end is told to the server's clock by a
+    # marker on stderr (random now, so the code cannot hold it); the sandbox's clock, not a
+    # timer inside the sandbox, decides what timed out. Compiler chatter goes to stderr.
+    token = f"codeinterp-compiled-{secrets.token_hex(16)}"
     script = (
         f"mkdir -p {BUILD_DIR} || exit 1; "
-        f"timeout -k 1 {compile_s:g} {shlex.join(language.fill(language.compile, source))} 1>&2; rc=$?; "
-        f'if [ $rc -eq 124 ]; then echo "Compilation timed out after {compile_s:g} s" >&2; fi; '
-        f"[ $rc -eq 0 ] || exit $rc; "
-        f'exec timeout -k 1 {run_s:g} {shlex.join(language.fill(language.run, source))} "$@"'
+        f"{shlex.join(language.fill(language.compile, source))} 1>&2 || exit $?; "
+        f"printf '\\n%s\\n' {token} >&2; "
+        f'exec {shlex.join(language.fill(language.run, source))} "$@"'
     )
-    return ["sh", "-c", script, "main", *args], int((compile_s + run_s + 2) * 1000)
+    budget_ms = limits.compile_timeout_ms + limits.timeout_ms + 2000
+    return Command(["sh", "-c", script, "main", *args], budget_ms, f"\n{token}\n".encode())
 
 
 def execute(data, caller, request=None) -> dict:
@@ -158,13 +165,13 @@ def execute(data, caller, request=None) -> dict:
         req = parse_request(data, caller)
     limits = Limits.from_settings(req.timeout_ms)
     source = req.language.source
-    argv, budget_ms = command_for(req.language, source, req.args, limits)
+    command = command_for(req.language, source, req.args, limits)
     started = time.monotonic()
-    with slots.lease((budget_ms + settings.SANDBOX_LEASE_MARGIN_MS) / 1000) as slot:
+    with slots.lease((command.budget_ms + settings.SANDBOX_LEASE_MARGIN_MS) / 1000) as slot:
         with phase("session"):
             session = store.new_session("exec", req.user_id)
         try:
-            result, response = _run_in_workspace(req, session, source, argv, budget_ms, limits, slot["slot"])
+            result, response = _run_in_workspace(req, session, source, command, limits, slot["slot"])
         except BaseException as error:
             store.delete_session(session)
             record("exec", request, status="error", user_id=req.user_id, session_id=session.id,
@@ -201,12 +208,12 @@ def _audit_success(request, req, session, slot, result, response, duration_ms, g
     )
 
 
-def _run_in_workspace(req, session, source, argv, budget_ms, limits, slot):
+def _run_in_workspace(req, session, source, command: Command, limits, slot):
     with phase("claim"):
-        member = pool.claim(req.language.key)
+        member = pool.claim(req.language.key, command.budget_ms / 1000)
     if member is not None:
         try:
-            return _run_warm(req, session, source, argv, budget_ms, limits, slot, member)
+            return _run_warm(req, session, source, command, limits, slot, member)
         except SandboxGone as error:
             log.warning("warm sandbox lost; running cold", extra={"error": str(error)})
     backend = get_backend()
@@ -216,7 +223,7 @@ def _run_in_workspace(req, session, source, argv, budget_ms, limits, slot):
     try:
         with phase("prime"):
             _prime(ws, req, source)
-        spec = RunSpec(session.id, ws.data, ws.code, argv, limits, budget_ms, slot)
+        spec = RunSpec(session.id, ws.data, ws.code, command.argv, limits, command.budget_ms, slot, command.compile_marker)
         with phase("run"):
             result = backend.run(spec)
         with phase("collect"):
@@ -225,7 +232,7 @@ def _run_in_workspace(req, session, source, argv, budget_ms, limits, slot):
         teardown.later(ws.close)  # the program has exited; unmounting can wait
 
 
-def _run_warm(req, session, source, argv, budget_ms, limits, slot, member):
+def _run_warm(req, session, source, command: Command, limits, slot, member):
     """The same run in a sandbox started ahead of time (executor/pool.py)."""
     backend = get_backend()
     ws = pool.workspace(member.name, member.owner)
@@ -233,11 +240,11 @@ def _run_warm(req, session, source, argv, budget_ms, limits, slot, member):
         with phase("prime"):
             ws.resize(len(req.code.encode()))  # the disk quota of a cold run
             _prime(ws, req, source)
-            spec = RunSpec(member.name, ws.data, ws.code, argv, limits, budget_ms, slot)
+            spec = RunSpec(member.name, ws.data, ws.code, command.argv, limits, command.budget_ms, slot, command.compile_marker)
             pipes = pool.open_pipes(ws)
         try:
             with phase("run"):
-                result = backend.pool_finish(member.container_id, member.name, spec, lambda: pool.wake(ws, argv), pipes)
+                result = backend.pool_finish(member.container_id, member.name, spec, lambda: pool.wake(ws, command.argv), pipes)
         finally:
             pool.close_pipes(pipes)
         with phase("collect"):
@@ -284,10 +291,10 @@ def _respond(req, session, ws, result, limits) -> dict:
 def explain(result: RunResult, language: Language, limits: Limits) -> str:
     """Plain words for the model when the sandbox, not the program, ended the run."""
     notes = []
-    if result.timed_out or (language.compile and result.exit_code == 124):
-        result.timed_out = True
-        if "Compilation timed out" not in result.stderr:
-            notes.append(f"Time limit exceeded: the program ran longer than {limits.timeout_ms / 1000:g} s and was stopped.")
+    if result.timed_out and result.timed_out_phase == "compile":
+        notes.append(f"Compilation timed out after {limits.compile_timeout_ms / 1000:g} s.")
+    elif result.timed_out:
+        notes.append(f"Time limit exceeded: the program ran longer than {limits.timeout_ms / 1000:g} s and was stopped.")
     if result.oom_killed:
         notes.append(f"Out of memory: the program needed more than {limits.memory_mb} MB and was killed.")
     if result.output_truncated:

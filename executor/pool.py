@@ -90,14 +90,40 @@ def max_life_s() -> float:
 
 
 # -- used by the executions ------------------------------------------------------------------
-def claim(language_key: str) -> WarmSandbox | None:
+# How long after its budget a taken sandbox is killed by the keeper (the worker stops it at the
+# budget itself; this is for a worker that died).
+KILL_GRACE_S = 2.0
+
+
+def claim(language_key: str, budget_s: float) -> WarmSandbox | None:
+    """Takes a ready sandbox for one run of at most budget_s: past that (and KILL_GRACE_S) the
+    keeper kills it, whether or not the worker that took it is still there."""
     if not enabled_for(language_key):
         return None
-    fresh_after = timezone.now() - timedelta(seconds=settings.SANDBOX_POOL_MAX_AGE_S)
+    now = timezone.now()
+    fresh_after = now - timedelta(seconds=settings.SANDBOX_POOL_MAX_AGE_S)
+    deadline = now + timedelta(seconds=budget_s + KILL_GRACE_S)
     for member in members().filter(language=language_key, state="ready", created_at__gt=fresh_after)[:8]:
-        if WarmSandbox.objects.filter(pk=member.pk, state="ready").update(state="taken", claimed_at=timezone.now()):
+        if WarmSandbox.objects.filter(pk=member.pk, state="ready").update(state="taken", claimed_at=now, deadline=deadline):
+            member.deadline = deadline
             return member
     return None
+
+
+def enforce_deadlines() -> int:
+    """Kills the programs of taken sandboxes past their deadline (the keeper, every
+    DEADLINE_ROUND_S). Only the processes: the worker, if alive, still collects what the program
+    left and removes the sandbox; if it died, the abandoned-sandbox rule of tend() does."""
+    from .backends import get_backend
+
+    killed = 0
+    for member in members().filter(state="taken", deadline__lt=timezone.now()):
+        try:
+            get_backend().pool_kill(member.container_id, member.name)
+            killed += 1
+        except Exception as error:
+            log.warning("cannot kill an overdue warm sandbox", extra={"sandbox": member.name, "error": str(error)[:200]})
+    return killed
 
 
 def wake(ws: Workspace, argv: list[str]) -> None:
@@ -242,23 +268,28 @@ def tend() -> dict:
     return counts
 
 
-def clear_all() -> int:
-    """Removes every warm sandbox of this server: the sandbox, its work area and row. Only at
-    keeper start and stop, when no worker is running a program."""
+def clear_all(keep_taken: bool) -> int:
+    """Removes the warm sandboxes of this server: the sandbox, its work area and row. At keeper
+    start (keep_taken: a keeper that was restarted leaves the sandboxes workers are running
+    programs in to them, and to their deadlines) and at server stop (everything: the workers
+    have stopped by then)."""
     from .backends import get_backend
 
     backend = get_backend()
-    removed = backend.pool_clear(instance())
-    for member in members():
+    taken = list(members().filter(state="taken")) if keep_taken else []
+    removed = backend.pool_clear(instance(), keep={m.container_id for m in taken})
+    for member in members().exclude(pk__in=[m.pk for m in taken]):
         try:
             backend.pool_destroy(member.container_id, member.name)
         except Exception:
             log.exception("cannot destroy a warm sandbox", extra={"sandbox": member.name})
         member.delete()
+    busy = {m.name for m in taken}
     if root().is_dir():
         for area in root().iterdir():
-            unmount(area)
-            shutil.rmtree(area, ignore_errors=True)
+            if area.name not in busy:
+                unmount(area)
+                shutil.rmtree(area, ignore_errors=True)
     return removed
 
 

@@ -7,11 +7,16 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$here"
 scripts/setup.sh --dev
 if [ $# -gt 0 ]; then exec .venv/bin/python -m pytest "$@"; fi
-.venv/bin/python -m pytest
+# The pure functions first: seconds, no root, no Docker; a broken build fails here, not an hour in.
+echo "== unit tests =="
+.venv/bin/python -m pytest tests/unit -q
+echo "== the whole suite against the real things =="
+.venv/bin/python -m pytest --ignore=tests/unit
 # The warm pool must not change anything a client can observe: the API suite again, cold.
 echo "== the API suite again with the warm pool off =="
 SANDBOX_TEST_POOL=off .venv/bin/python -m pytest tests/api tests/executor/test_basic_languages.py
-# And the same API suite and the warm-pool tests on the bubblewrap backend (the escape suite
-# already ran on it above).
-echo "== the API suite and the warm pool again on the bubblewrap backend =="
-SANDBOX_TEST_BACKEND=bwrap exec .venv/bin/python -m pytest tests/api tests/executor/test_basic_languages.py tests/executor/test_pool.py
+# And the same API suite, every language (under the same seccomp allow-list) and the warm-pool
+# tests on the bubblewrap backend (the escape suite already ran on it above).
+echo "== the API suite, all languages and the warm pool again on the bubblewrap backend =="
+SANDBOX_TEST_BACKEND=bwrap exec .venv/bin/python -m pytest tests/api tests/executor/test_basic_languages.py \
+  tests/executor/test_all_languages.py tests/executor/test_pool.py

@@ -122,6 +122,45 @@ class Limits:
         )
 
 
+class SandboxClock:
+    """The sandbox's own deadline, the one authority on "timed out" (an exit status proves
+    nothing: a program can exit 124 itself, or be killed by a timer it could see).
+
+    A compiled language runs in two phases in one sandbox: the compile step has its own limit,
+    then the program has the run limit from the moment it starts. The launch script says when
+    the compile step is over by writing `marker` (random per execution, made after the code was
+    sent, so neither the code nor the compiler's echo of it can contain it) to stderr before it
+    starts the program; the first occurrence switches the phase and is cut from the output."""
+
+    def __init__(self, started: float, run_s: float, compile_s: float = 0.0, marker: bytes = b""):
+        self.run_s = run_s
+        self.phase = "compile" if marker else "run"
+        self.deadline = started + (compile_s if marker else run_s)
+        self.marker = marker
+        self._held = b""
+
+    def filter_stderr(self, chunk: bytes, now: float) -> bytes:
+        """stderr bytes as the client sees them (without the marker); starts the run phase."""
+        if self.phase == "run" or not chunk:
+            return chunk
+        data = self._held + chunk
+        found = data.find(self.marker)
+        if found >= 0:
+            self.phase, self.deadline, self._held = "run", now + self.run_s, b""
+            return data[:found] + data[found + len(self.marker):]
+        keep = len(self.marker) - 1  # the start of a marker the next chunk completes
+        self._held = data[-keep:] if keep else b""
+        return data[: len(data) - len(self._held)]
+
+    def leftover(self) -> bytes:
+        """What filter_stderr held back when the stream ended (never a whole marker)."""
+        held, self._held = self._held, b""
+        return held
+
+    def remaining(self, now: float) -> float:
+        return self.deadline - now
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """One program to run. `data_dir` becomes /mnt/data (cwd, $HOME, writable); `code_dir`
@@ -132,8 +171,12 @@ class RunSpec:
     code_dir: Path
     argv: list[str]
     limits: Limits
-    deadline_ms: int  # wall-clock budget of the whole container, compile step included
+    deadline_ms: int  # wall-clock budget of the whole container, compile step included (the backstop)
     slot: int = 0  # the leased slot: unique among the executions running at this moment
+    compile_marker: bytes = b""  # compiled languages: stderr marker of the end of the compile step
+
+    def clock(self, started: float) -> SandboxClock:
+        return SandboxClock(started, self.limits.timeout_ms / 1000, self.limits.compile_timeout_ms / 1000, self.compile_marker)
 
 
 @dataclass
@@ -142,7 +185,8 @@ class RunResult:
     stderr: str = ""
     exit_code: int | None = None
     signal: int | None = None
-    timed_out: bool = False
+    timed_out: bool = False  # by the sandbox's own clock (SandboxClock), never an exit status
+    timed_out_phase: str = ""  # "compile" or "run" when timed_out
     oom_killed: bool = False
     output_truncated: bool = False
     wall_ms: int = 0

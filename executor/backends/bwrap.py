@@ -295,7 +295,7 @@ class BwrapBackend:
 
     def _collect(self, proc: subprocess.Popen, spec: RunSpec, cgroup: ExecutionCgroup, result: RunResult, started: float) -> None:
         cap = spec.limits.output_max_bytes
-        deadline = started + spec.deadline_ms / 1000
+        clock = spec.clock(started)
         out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
         buffers = {out_fd: bytearray(), err_fd: bytearray()}
         poller = select.poll()
@@ -303,10 +303,19 @@ class BwrapBackend:
             poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
         open_fds = set(buffers)
         stop = False
+
+        def take(fd: int, chunk: bytes, filtered: bool = True) -> bool:
+            if fd == err_fd and filtered:
+                chunk = clock.filter_stderr(chunk, time.monotonic())
+            target = buffers[fd]
+            room = cap - len(target)
+            target += chunk[: max(room, 0)]
+            return len(chunk) > room
+
         while open_fds and not stop:
-            remaining = deadline - time.monotonic()
+            remaining = clock.remaining(time.monotonic())
             if remaining <= 0:
-                result.timed_out = True
+                result.timed_out, result.timed_out_phase = True, clock.phase
                 break
             for fd, _ in poller.poll(max(1, int(remaining * 1000))):
                 chunk = os.read(fd, READ_CHUNK)
@@ -314,19 +323,18 @@ class BwrapBackend:
                     poller.unregister(fd)
                     open_fds.discard(fd)
                     continue
-                target = buffers[fd]
-                room = cap - len(target)
-                target += chunk[: max(room, 0)]
-                if len(chunk) > room:
+                if take(fd, chunk):
                     result.output_truncated = True
                     stop = True
+        if take(err_fd, clock.leftover(), filtered=False):  # what the clock held back at the end
+            result.output_truncated = True
         if result.timed_out or result.output_truncated:
             cgroup.kill()
         try:
             # The streams closed (or we stopped reading); the program may still run without them.
-            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            proc.wait(timeout=max(0.0, clock.remaining(time.monotonic())))
         except subprocess.TimeoutExpired:
-            result.timed_out = True
+            result.timed_out, result.timed_out_phase = True, clock.phase
             cgroup.kill()
             proc.wait()
         result.wall_ms = int((time.monotonic() - started) * 1000)
@@ -426,7 +434,11 @@ class BwrapBackend:
         exit_fd = os.open(spec.code_dir.parent / EXIT_FIFO, os.O_RDWR | os.O_NONBLOCK)
         sources = {fd: kind for kind, fd in pipes.items()} | {exit_fd: "exit"}
 
+        clock = None
+
         def take(kind: str, chunk: bytes) -> None:
+            if kind == "stderr" and clock is not None:
+                chunk = clock.filter_stderr(chunk, time.monotonic())
             target = buffers[kind]
             room = (cap if kind in ("stdout", "stderr") else 4096) - len(target)
             target += chunk[: max(room, 0)]
@@ -440,15 +452,16 @@ class BwrapBackend:
             with phase("wake"):
                 begin()
             started = time.monotonic()
-            deadline = started + spec.deadline_ms / 1000
+            clock = spec.clock(started)
             next_check = started + POLL_EMPTY_S
             ended = False
             while not (ended or result.output_truncated or over()):
                 now = time.monotonic()
-                if now >= deadline:
-                    result.timed_out = True
+                if clock.remaining(now) <= 0:
+                    result.timed_out, result.timed_out_phase = True, clock.phase
                     break
-                ready, _, _ = select.select(list(sources), [], [], min(deadline, next_check) - now)
+                # (never negative: a wake-up later than next_check asks at once)
+                ready, _, _ = select.select(list(sources), [], [], max(0.0, min(clock.deadline, next_check) - now))
                 for fd in ready:
                     take(sources[fd], read_available(fd))
                 if time.monotonic() >= next_check:
@@ -457,6 +470,8 @@ class BwrapBackend:
             for kind in ("stdout", "stderr", "status"):  # what was written just before the end
                 if not result.output_truncated or kind == "status":
                     take(kind, read_available(pipes[kind], limit=cap + 1))
+            held, clock = clock.leftover(), None
+            take("stderr", held)
             take("exit", read_available(exit_fd, limit=64))
             result.wall_ms = int((time.monotonic() - started) * 1000)
             phase_mark("program", result.wall_ms)
@@ -491,6 +506,12 @@ class BwrapBackend:
         result.stderr = bytes(buffers["stderr"]).decode("utf-8", errors="replace")
         return result
 
+    def pool_kill(self, handle: str, name: str) -> None:
+        """Ends every process of a warm sandbox now (the keeper, at a run's deadline)."""
+        cgroup = self.tree().find(self._parse(handle)[1])
+        if cgroup is not None:
+            cgroup.stop_all()
+
     def pool_release(self, handle: str, name: str) -> None:
         """After pool_finish (in the teardown): removes what is left of the sandbox."""
         self.pool_destroy(handle, name)
@@ -517,10 +538,13 @@ class BwrapBackend:
                 self._active.discard(proc.pid)
         self._reap_zombies()
 
-    def pool_clear(self, instance: str) -> int:
+    def pool_clear(self, instance: str, keep=frozenset()) -> int:
         """The sandboxes this process launched (those of the rows are destroyed by the caller)."""
         removed = 0
+        kept = {self._parse(handle)[1] for handle in keep}
         for unit in list(self._warm):
+            if unit in kept:
+                continue
             self.pool_destroy(f"0:{unit}", "")  # the uid part is not needed to destroy
             removed += 1
         return removed

@@ -43,11 +43,13 @@ from .seccomp import PROFILE_JSON
 log = logging.getLogger("sandbox.docker")
 
 LABEL = "org.librechat.codeinterp"
-DEADLINE_LABEL = "org.librechat.codeinterp.deadline"
+DEADLINE_LABEL = "org.librechat.codeinterp.deadline"  # removed by the sweep after this (epoch s)
+KILL_AT_LABEL = "org.librechat.codeinterp.kill-at"  # killed by any worker's watch after this
 EXECUTION_LABEL = "org.librechat.codeinterp.execution"
 POOL_LABEL = "org.librechat.codeinterp.pool"  # value: the pool's instance (executor/pool.py)
 REAP_GRACE_S = 10
 STOPPED_GRACE_S = 60  # a stopped container of ours older than this is left over (reap)
+BACKSTOP_GRACE_S = 2  # the container's own clock fires this long after the server's (create)
 POLL_ENDED_S = 0.02  # how often a warm run without an attach stream checks that its program still runs
 _STDOUT, _STDERR = 1, 2
 
@@ -79,8 +81,9 @@ def engine_errors(method):
 class OutputCollector:
     """Reads docker's multiplexed attach stream (8-byte frame headers) with a per-stream cap."""
 
-    def __init__(self, cap: int):
+    def __init__(self, cap: int, clock=None):
         self.cap = cap
+        self.clock = clock  # SandboxClock: sees stderr first (the compile step's end marker)
         self.streams = {_STDOUT: bytearray(), _STDERR: bytearray()}
         self.truncated = False
         self._pending = bytearray()
@@ -100,6 +103,8 @@ class OutputCollector:
         target = self.streams.get(stream)
         if target is None:
             return
+        if stream == _STDERR and self.clock is not None:
+            payload = self.clock.filter_stderr(bytes(payload), time.monotonic())
         room = self.cap - len(target)
         if len(payload) > room:
             target += payload[: max(room, 0)]
@@ -149,9 +154,17 @@ class DockerBackend:
 
     # -- one execution ----------------------------------------------------------------------
     def create(self, name: str, argv: list[str], data_dir, code_dir, limits, deadline_s: float, uid: int,
-               labels=None) -> str:
+               labels=None, backstop: bool = True) -> str:
         """Creates (does not start) a confined container running as host uid `uid`; returns
-        its id. `name` keys the per-execution accounting cgroup."""
+        its id. `name` keys the per-execution accounting cgroup.
+
+        backstop: pid 1 is coreutils `timeout`, which SIGKILLs the program (tini, its child,
+        reaps and relays signals) once deadline_s has passed, and the whole container ends with
+        it. A pid 1 is immune to every signal from inside its namespace that it has no handler
+        for, SIGKILL and SIGSTOP included: the program cannot stop that clock. So a program
+        never outlives its own limit by more than BACKSTOP_GRACE_S, even when the worker that
+        watches it dies. (Warm sandboxes wait an unknown time before their run: their deadline
+        is kept by the pool keeper instead.)"""
         passwd, group = passwd_lines(uid)
         for file_name, content in ((".passwd", passwd), (".group", group)):  # root's, read-only inside
             (code_dir / file_name).write_text(content)
@@ -175,11 +188,16 @@ class DockerBackend:
             pids_limit=self._host_pids(limits),
             nano_cpus=int(limits.cpus * 1e9),
             ulimits=self._ulimits(limits),
-            init=True,
+            init=not backstop,  # docker-init (tini) as pid 1, or `timeout` with tini below it
             runtime=self.runtime,
             cgroup_parent=cgroup_parent,
             log_config=LogConfig(type="none"),
         )
+        if backstop:
+            clock = ["timeout", "-s", "KILL", f"{deadline_s + BACKSTOP_GRACE_S:g}"]
+            # gVisor (Debian's 2022 build) has no child subreapers for tini; its pid 1 then
+            # reaps nothing, which only leaves zombies until the end of the run.
+            argv = [*clock, *argv] if self.runtime == "runsc" else [*clock, "tini", "-s", "-g", "--", *argv]
         try:
             container = self.api.create_container(
                 self.image,
@@ -194,6 +212,7 @@ class DockerBackend:
                     LABEL: "1",
                     EXECUTION_LABEL: name,
                     DEADLINE_LABEL: str(int(time.time() + deadline_s + REAP_GRACE_S)),
+                    KILL_AT_LABEL: str(int(time.time() + deadline_s + BACKSTOP_GRACE_S + 1)),
                     **(labels or {}),
                 },
                 host_config=host_config,
@@ -241,7 +260,7 @@ class DockerBackend:
 
     def pool_start(self, name: str, argv: list[str], ws, limits, deadline_s: float, instance: str) -> str:
         cid = self.create(name, argv, ws.data, ws.code, limits, deadline_s=deadline_s, uid=ws.owner,
-                          labels={POOL_LABEL: instance})
+                          labels={POOL_LABEL: instance}, backstop=False)
         try:
             self.api.start(cid)
         except BaseException:
@@ -259,6 +278,11 @@ class DockerBackend:
             self.accounting.reset(name)  # count the program, not the warm-up
         return self.finish(handle, name, spec, begin, pipes)  # schedules the removal itself
 
+    def pool_kill(self, handle: str, name: str) -> None:
+        """Ends every process of a warm sandbox now (the keeper, at a run's deadline)."""
+        if not (self.accounting and self.accounting.stop(name)):
+            self._kill(handle)
+
     def pool_release(self, handle: str, name: str) -> None:
         """After a warm run, in the teardown: removes the container. finish() queued that too,
         but when priming the inputs failed, finish() never ran (removal is idempotent)."""
@@ -267,9 +291,11 @@ class DockerBackend:
     def pool_destroy(self, handle: str, name: str) -> None:
         self.destroy(handle, name)
 
-    def pool_clear(self, instance: str) -> int:
+    def pool_clear(self, instance: str, keep=frozenset()) -> int:
         removed = 0
         for info in self.api.containers(all=True, filters={"label": f"{POOL_LABEL}={instance}"}):
+            if info["Id"] in keep:
+                continue
             try:
                 self.api.remove_container(info["Id"], force=True)
                 removed += 1
@@ -307,7 +333,7 @@ class DockerBackend:
             with phase("attach"):
                 sock = self.api.attach_socket(cid, params={"stdout": 1, "stderr": 1, "stream": 1})
             raw = getattr(sock, "_sock", sock)
-        collector = OutputCollector(spec.limits.output_max_bytes)
+        collector = OutputCollector(spec.limits.output_max_bytes)  # its clock is set once the program starts
         sources = {**({raw.fileno(): "attach"} if raw else {}), **({fd: kind for kind, fd in pipes.items()} if pipes else {})}
         status = bytearray()
         finished = False
@@ -315,12 +341,12 @@ class DockerBackend:
             with phase("wake"):
                 begin()
             started = time.monotonic()
-            deadline = started + spec.deadline_ms / 1000
+            clock = collector.clock = spec.clock(started)
             next_check = started + POLL_ENDED_S
             while not (finished or collector.truncated):
-                remaining = deadline - time.monotonic()
+                remaining = clock.remaining(time.monotonic())
                 if remaining <= 0:
-                    result.timed_out = True
+                    result.timed_out, result.timed_out_phase = True, clock.phase
                     break
                 wait = min(remaining, next_check - time.monotonic()) if watch else remaining
                 ready, _, _ = select.select(list(sources), [], [], max(0.0, wait))
@@ -345,6 +371,9 @@ class DockerBackend:
                     collector.add(_STDOUT if kind == "stdout" else _STDERR, rest)
                 if not status:  # a report written just before the end was noticed otherwise
                     status += _read_available(pipes["status"], limit=17)
+            leftover = clock.leftover()  # stderr the clock held back (a marker's possible start)
+            collector.clock = None
+            collector.add(_STDERR, leftover)
         finally:
             # Shut the stream first: the engine will not even kill a container whose output
             # is waiting to be read (shutdown, because the HTTP response holds the fd too).
@@ -417,6 +446,18 @@ class DockerBackend:
                 except docker.errors.APIError:
                     pass
         return removed
+
+    def kill_overdue(self) -> int:
+        """Kills running containers of ours past their kill-at time (housekeeping, every
+        second, in every worker): the backstop behind the container's own clock, which gVisor
+        lets a program stop (it does not shield its pid 1 from signals from inside)."""
+        killed = 0
+        now = time.time()
+        for info in self.api.containers(filters={"label": KILL_AT_LABEL, "status": "running"}):
+            if int(info.get("Labels", {}).get(KILL_AT_LABEL, "0") or 0) < now:
+                self._kill(info["Id"])
+                killed += 1
+        return killed
 
     def _stopped_for(self, info: dict, now: float) -> float:
         """Seconds since a container stopped (or since it was made, if it never started)."""

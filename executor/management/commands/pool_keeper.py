@@ -2,6 +2,7 @@
 
 import logging
 import signal
+import threading
 import time
 
 from django.conf import settings
@@ -11,6 +12,7 @@ from executor import pool
 
 log = logging.getLogger("sandbox.pool")
 ROUND_S = 0.5
+DEADLINE_ROUND_S = 0.5  # how often overdue warm runs are looked for (their own thread)
 
 
 class Command(BaseCommand):
@@ -21,8 +23,9 @@ class Command(BaseCommand):
         stopping = []
         signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
         signal.signal(signal.SIGINT, lambda *_: stopping.append(1))
-        pool.clear_all()  # leftovers of a keeper that did not get to clean up
+        pool.clear_all(keep_taken=True)  # leftovers of a keeper that did not get to clean up
         log.info("pool keeper started", extra={"pool": settings.SANDBOX_POOL})
+        threading.Thread(target=self.keep_deadlines, args=(stopping,), name="deadlines", daemon=True).start()
         try:
             while not stopping:
                 try:
@@ -32,5 +35,19 @@ class Command(BaseCommand):
                     time.sleep(2)
                 time.sleep(ROUND_S)
         finally:
-            removed = pool.clear_all()
+            removed = pool.clear_all(keep_taken=False)
             log.info("pool keeper stopped", extra={"removed": removed})
+
+    def keep_deadlines(self, stopping: list) -> None:
+        """A warm run must end at its deadline even when its worker died: separate from the
+        rounds of tend(), which may spend a second starting a sandbox."""
+        from django.db import close_old_connections
+
+        while not stopping:
+            try:
+                pool.enforce_deadlines()
+            except Exception:
+                log.exception("deadline round failed")
+            finally:
+                close_old_connections()
+            time.sleep(DEADLINE_ROUND_S)
