@@ -2,7 +2,8 @@
 # The compose stack, tested end to end: builds the images (docker/build-images.sh), brings
 # docker/compose.yml up with a MongoDB-compatible audit store (SecantusDB on the host, as the
 # audit tests use it: CI has no MongoDB itself), runs the API suite and the real
-# @librechat/agents client (tests/api, tests/e2e) against the containerised server, then
+# @librechat/agents client and the escape suite (tests/api, tests/e2e,
+# tests/security/test_escape.py) against the containerised server, then
 # tests/compose (audit documents in the store and in the admin, files kept across down/up,
 # the sandbox's confinement), and tears everything down. Extra arguments go to both pytest runs.
 #   COMPOSE="docker compose"   the compose command (default: `docker compose` v2 when the
@@ -81,7 +82,7 @@ say "stack up after $(( $(date +%s) - started )) s"
 export SANDBOX_TEST_URL="http://127.0.0.1:$SANDBOX_PORT" SANDBOX_TEST_DATA_DIR="$data_dir"
 export SANDBOX_TEST_CONTAINER="$("${compose[@]}" -p "$project" -f "$work/compose.json" ps -q sandbox)"
 export COMPOSE_TEST_COMMAND="${compose[*]} -p $project -f $work/compose.json"
-echo "== the API suite and @librechat/agents against the compose stack =="
-.venv/bin/python -m pytest tests/api tests/e2e "$@"
+echo "== the API suite, @librechat/agents and the escape suite against the compose stack =="
+.venv/bin/python -m pytest tests/api tests/e2e tests/security/test_escape.py "$@"
 echo "== the compose stack itself: audit store, admin, down/up, confinement =="
 .venv/bin/python -m pytest tests/compose "$@"

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 
@@ -136,6 +137,7 @@ class ExternalServer:
 
     def __init__(self):
         self.url = EXTERNAL_URL
+        self.port = urlsplit(EXTERNAL_URL).port
         self.data_dir = Path(os.environ["SANDBOX_TEST_DATA_DIR"])
         self.container = os.environ["SANDBOX_TEST_CONTAINER"]
         self.env: dict[str, str] = {}
