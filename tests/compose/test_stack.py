@@ -131,3 +131,13 @@ def test_files_survive_down_and_up(stack, tagged):
     assert api.get(f"/download/{ran['session_id']}/{made['id']}").content == b"made before"
     again = api.exec("py", "print(open('kept.csv').read().split()[1])", files=[ref])
     assert again["stdout"] == "1,2\n"
+
+
+def test_the_server_image_holds_no_compiler_or_test_tool():
+    image = os.environ.get("SANDBOX_SERVER_IMAGE", "librechat/sandbox-server:latest")
+    tools = ["gcc", "cc", "c++", "g++", "clang", "make", "rustc", "go", "javac", "node", "npm", "pytest", "pip", "bwrap"]
+    done = subprocess.run(["docker", "run", "--rm", "--network", "none", "--entrypoint", "sh", image, "-c",
+                           'for t in "$@"; do command -v "$t"; done; true', "sh", *tools],
+                          check=False, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [], f"found in {image}: {done.stdout.split()}"
