@@ -14,7 +14,6 @@ import os
 
 from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -96,9 +95,12 @@ def observe(event: dict) -> None:
         count, volume = (DOWNLOADS, DOWNLOAD_BYTES) if action == "download" else (UPLOADS, UPLOAD_BYTES)
         count.inc()
         volume.inc(size)
-    elif action == "auth_failure":
-        credential = (event.get("details") or {}).get("credential")
-        AUTH_FAILURES.labels(credential=credential if credential in CREDENTIALS else "none").inc()
+
+
+
+def auth_failure(credential: str) -> None:
+    """One refused credential (counted here each time; its audit entries are aggregated)."""
+    AUTH_FAILURES.labels(credential=credential if credential in CREDENTIALS else "none").inc()
 
 
 def audit_write_failed(store: str, count: int = 1) -> None:
@@ -139,15 +141,35 @@ def registry_for_scrape() -> CollectorRegistry:
     return registry
 
 
-@csrf_exempt  # nothing to forge: GET only, and a POST gets a plain 405
-@require_GET
+@csrf_exempt  # nothing to forge: GET only
 def metrics_view(request):
-    """GET /metrics in the Prometheus text format. No credentials: it holds counts only
-    (no ids, names or contents); keep it off the public network, like /health."""
+    """GET /metrics in the Prometheus text format. It holds counts only (no ids, names or
+    contents): open by default, like /health (keep both off the public network), or, with
+    SANDBOX_METRICS_REQUIRE_KEY=true, only for the API key (X-API-Key or Authorization:
+    Bearer, as Prometheus' `authorization` block sends it)."""
+    from django.conf import settings
+    from django.http import JsonResponse
+
+    if request.method not in ("GET", "HEAD"):
+        return JsonResponse({"error": "method_not_allowed", "message": "GET /metrics only"}, status=405)
+    if settings.SANDBOX_METRICS_REQUIRE_KEY and not _presents_the_key(request):
+        from audit.events import record_auth_failure
+
+        record_auth_failure(request, "x-api-key" if request.headers.get("X-API-Key") else
+                            "bearer" if request.headers.get("Authorization") else "none")
+        return JsonResponse({"error": "unauthorized", "message": "GET /metrics needs the API key on this server"}, status=401)
     registry = registry_for_scrape()
     body = generate_latest(registry)
     body += generate_latest(_slot_registry())
     return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
+
+
+def _presents_the_key(request) -> bool:
+    from sandbox_project.auth import key_matches
+
+    header = request.headers.get("Authorization", "").strip()
+    bearer = header[7:].strip() if header[:7].lower() == "bearer " else ""
+    return any(key_matches(value) for value in (request.headers.get("X-API-Key", "").strip(), bearer) if value)
 
 
 def _slot_registry() -> CollectorRegistry:

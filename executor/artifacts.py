@@ -33,9 +33,10 @@ ALLOWED_EXTENSIONS = frozenset(
 
 @dataclass
 class FoundFile:
-    name: str  # relative to /mnt/data
+    name: str  # relative to /mnt/data (undecodable bytes as surrogates, as os.scandir gives them)
     root: Path  # the data dir it lies under
-    size: int
+    size: int  # apparent size: a sparse file is charged what a copy of it writes
+    inode: tuple[int, int] = (0, 0)  # (st_dev, st_ino): hard links share it
 
     def open(self):
         return open_beneath(self.root, self.name)
@@ -98,7 +99,7 @@ def walk(data_dir: Path, max_depth: int, keep_hidden: set[str]) -> tuple[list[Fo
                 finally:
                     os.close(child)
             elif stat.S_ISREG(info.st_mode):
-                found.append(FoundFile(rel, data_dir, info.st_size))
+                found.append(FoundFile(rel, data_dir, info.st_size, (info.st_dev, info.st_ino)))
 
     top = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:

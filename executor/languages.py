@@ -8,7 +8,6 @@ to `run`. Toolchains come from docker/Dockerfile.executor; versions are probed a
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 CODE_DIR = "/mnt/code"
@@ -17,6 +16,8 @@ BUILD_DIR = "/tmp/build"
 # same compiler flags as below; a missing or stale cache only costs time, never an error).
 CXX_PCH_DIR = "/opt/sandbox/cxx-pch"
 JAVAC_CDS_ARCHIVE = "/opt/sandbox/java/javac.jsa"
+# Finds the class a Java file must be compiled as, in the sandbox (docker/executor/java_main.py).
+JAVA_HELPER = "/opt/sandbox/bin/java_main.py"
 
 
 @dataclass(frozen=True)
@@ -30,38 +31,11 @@ class Language:
     notes: str = ""
     extra: dict = field(default_factory=dict)
 
-    def source_name(self, code: str) -> str:
-        if self.key == "java":
-            return f"{java_main_class(code)}.java"
-        return self.source
-
     def fill(self, argv: tuple[str, ...], source: str) -> list[str]:
-        stem = source.rsplit(".", 1)[0]
         return [
-            part.replace("{src}", f"{CODE_DIR}/{source}").replace("{out}", f"{BUILD_DIR}/main").replace("{class}", stem)
+            part.replace("{src}", f"{CODE_DIR}/{source}").replace("{out}", f"{BUILD_DIR}/main")
             for part in argv
         ]
-
-
-_JAVA_PUBLIC_CLASS = re.compile(r"\bpublic\s+(?:(?:final|abstract|strictfp)\s+)*class\s+([A-Za-z_$][\w$]*)")
-_JAVA_CLASS = re.compile(r"(?<![.\w$])class\s+([A-Za-z_$][\w$]*)")
-_JAVA_NOISE = re.compile(r'//[^\n]*|/\*.*?\*/|"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\'', re.S)
-_JAVA_MAIN = re.compile(r"\bstatic\s+(?:final\s+)?void\s+main\s*\(")
-
-
-def java_main_class(code: str) -> str:
-    """The class to compile the file as and to run: javac wants a public class in a file of
-    the same name; without one, the class declared last before `static void main(`."""
-    code = _JAVA_NOISE.sub(" ", code)  # comments and literals may say "public class" too
-    match = _JAVA_PUBLIC_CLASS.search(code)
-    if match:
-        return match.group(1)
-    main = _JAVA_MAIN.search(code)
-    if main:
-        before = _JAVA_CLASS.findall(code, 0, main.start())
-        if before:
-            return before[-1]
-    return "Main"
 
 
 LANGUAGES: tuple[Language, ...] = (
@@ -79,11 +53,14 @@ LANGUAGES: tuple[Language, ...] = (
         compile=("g++", "-O2", "-pipe", "-I", CXX_PCH_DIR, "-o", "{out}", "{src}", "-lm"),
     ),
     Language(
-        "java", (), "Main.java", ("java", "-Xshare:auto", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-cp", BUILD_DIR, "{class}"),
-        ("javac", "-version"),
+        # javac names the file after its public class: java_main.py reads that from the code
+        # inside the sandbox, compiles, and leaves {out} as the launcher of that class.
+        "java", (), "Main.java", ("{out}",), ("javac", "-version"),
         compile=(
-            "javac", "-J-Xshare:auto", f"-J-XX:SharedArchiveFile={JAVAC_CDS_ARCHIVE}", "-J-XX:+UseSerialGC",
-            "-J-XX:TieredStopAtLevel=1", "-d", BUILD_DIR, "{src}",
+            "python3", JAVA_HELPER, "{src}", "{out}",
+            "--run", "java", "-Xshare:auto", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-cp", BUILD_DIR,
+            "--compile", "javac", "-J-Xshare:auto", f"-J-XX:SharedArchiveFile={JAVAC_CDS_ARCHIVE}", "-J-XX:+UseSerialGC",
+            "-J-XX:TieredStopAtLevel=1", "-d", BUILD_DIR,
         ),
     ),
     Language("php", (), "main.php", ("php", "{src}"), ("php", "--version")),

@@ -40,9 +40,13 @@ class WarmSandbox(models.Model):
     container_id = models.CharField(max_length=64)
     language = models.CharField(max_length=16, db_index=True)
     instance = models.CharField(max_length=16, db_index=True, default="")  # the server it belongs to
+    owner = models.PositiveIntegerField(default=0)  # its host uid (executor/backends/base.py: pool_uid)
     state = models.CharField(max_length=8, choices=STATES, default="starting", db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
     claimed_at = models.DateTimeField(null=True, blank=True)
+    # Set with the claim: when the program must be over. The keeper kills a taken sandbox past
+    # it, whether or not the worker that claimed it is still there.
+    deadline = models.DateTimeField(null=True, blank=True, db_index=True)
 
     class Meta:
         ordering = ["created_at"]

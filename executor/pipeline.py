@@ -21,12 +21,12 @@ from sandbox_project.timing import phase
 from storage import store
 from storage.ids import is_valid_id
 from storage.models import StoredFile
-from storage.names import InvalidName, check_relative_name
+from storage.names import InvalidName, check_relative_name, printable
 
 from . import pool, slots, teardown
 from .artifacts import extension_allowed, sha256_of, walk
 from .backends import get_backend
-from .backends.base import Limits, RunResult, RunSpec
+from .backends.base import Limits, RunResult, RunSpec, SandboxGone, SandboxUnavailable
 from .languages import BUILD_DIR, Language, find_language
 from .workspace import Workspace, WorkspaceError
 
@@ -46,6 +46,11 @@ class ExecRequest:
 
 
 # -- validation ------------------------------------------------------------------------------
+# argv reaches execve(): far below the kernel's own limit (E2BIG at ~2 MiB), and no NUL.
+MAX_ARGS = 1000
+MAX_ARGS_CHARS = 256 * 1024
+
+
 def parse_request(data, caller) -> ExecRequest:
     if not isinstance(data, dict):
         raise bad_request("The request body must be a JSON object")
@@ -61,16 +66,23 @@ def parse_request(data, caller) -> ExecRequest:
     args = data.get("args") or []
     if isinstance(args, str):
         args = [args]
-    if not isinstance(args, list) or not all(isinstance(a, (str, int, float)) for a in args):
+    if not isinstance(args, list) or not all(isinstance(a, (str, int, float)) and not isinstance(a, bool) for a in args):
         raise bad_request("'args' must be a list of strings")
+    args = [str(a) for a in args]
+    if len(args) > MAX_ARGS or sum(len(a) for a in args) > MAX_ARGS_CHARS:
+        raise bad_request(f"'args' may hold at most {MAX_ARGS} arguments of {MAX_ARGS_CHARS} characters in all")
+    if any("\0" in a for a in args):
+        raise bad_request("an argument must not contain a NUL character")
     timeout = data.get("timeout")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
-        timeout = None  # honoured when sensible, never a reason to reject (spec item 10)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < 1e12:
+        timeout = None  # honoured when sensible, never a reason to reject (spec item 10); 1e400 is inf
     user_id = caller.user_id or _text(data.get("user_id"))
+    if user_id and "\0" in user_id:
+        raise bad_request("'user_id' must not contain a NUL character")
     return ExecRequest(
         language=language,
         code=code,
-        args=[str(a) for a in args],
+        args=args,
         inputs=resolve_inputs(data.get("files"), caller),
         user_id=user_id,
         timeout_ms=int(timeout) if timeout else None,
@@ -145,7 +157,7 @@ def execute(data, caller, request=None) -> dict:
     with phase("parse"):
         req = parse_request(data, caller)
     limits = Limits.from_settings(req.timeout_ms)
-    source = req.language.source_name(req.code)
+    source = req.language.source
     argv, budget_ms = command_for(req.language, source, req.args, limits)
     started = time.monotonic()
     with slots.lease((budget_ms + settings.SANDBOX_LEASE_MARGIN_MS) / 1000) as slot:
@@ -157,9 +169,9 @@ def execute(data, caller, request=None) -> dict:
             store.delete_session(session)
             record("exec", request, status="error", user_id=req.user_id, session_id=session.id,
                    execution={"lang": req.language.key}, error=str(error)[:500])
-            if isinstance(error, WorkspaceError):
-                log.error("work area failed", extra={"error": str(error)})
-                raise ApiError(503, "sandbox_unavailable", str(error)) from None
+            if isinstance(error, (WorkspaceError, SandboxUnavailable)):
+                log.error("sandbox unavailable", extra={"error": str(error)})
+                raise ApiError(503, "sandbox_unavailable", str(error), headers={"Retry-After": "5"}) from None
             raise
     duration_ms = int((time.monotonic() - started) * 1000)
     generated = [f for f in response["files"] if not f.get("inherited")]
@@ -195,7 +207,7 @@ def _run_in_workspace(req, session, source, argv, budget_ms, limits, slot):
     if member is not None:
         try:
             return _run_warm(req, session, source, argv, budget_ms, limits, slot, member)
-        except pool.SandboxGone as error:
+        except SandboxGone as error:
             log.warning("warm sandbox lost; running cold", extra={"error": str(error)})
     backend = get_backend()
     area = store.session_dir(session) / "workspace" / f"exec_{session.id}"
@@ -216,7 +228,7 @@ def _run_in_workspace(req, session, source, argv, budget_ms, limits, slot):
 def _run_warm(req, session, source, argv, budget_ms, limits, slot, member):
     """The same run in a sandbox started ahead of time (executor/pool.py)."""
     backend = get_backend()
-    ws = pool.workspace(member.name, member.container_id)
+    ws = pool.workspace(member.name, member.owner)
     try:
         with phase("prime"):
             ws.resize(len(req.code.encode()))  # the disk quota of a cold run
@@ -287,15 +299,29 @@ def explain(result: RunResult, language: Language, limits: Limits) -> str:
 
 # -- collecting ------------------------------------------------------------------------------
 def collect_outputs(data_dir: Path, inputs: dict[str, StoredFile], session):
-    """(files[], deleted_files[], artifact_truncation[]) for the response."""
+    """(files[], deleted_files[], artifact_truncation[]) for the response.
+
+    Every returned name passes the rule input names pass (check_relative_name), so a
+    conversation that sends them back is never refused. What one execution stores is bounded
+    by its disk quota: each file is charged its apparent size (a sparse file is copied in
+    full), and a hard-linked inode is charged and stored once (its other names become hard
+    links in storage).
+    """
     hidden_with_inputs = {"/".join(n.split("/")[: i + 1]) for n in inputs for i in range(n.count("/"))}
     found, truncation = walk(data_dir, settings.SANDBOX_MAX_OUTPUT_DEPTH, hidden_with_inputs)
     present = {f.name for f in found}
     deleted = [name for name in inputs if name not in present]
     max_files = settings.SANDBOX_MAX_OUTPUT_FILES
     max_bytes = settings.SANDBOX_MAX_OUTPUT_FILE_MB << 20
+    budget = settings.SANDBOX_DISK_MB << 20
+    by_inode: dict[tuple[int, int], StoredFile] = {}
     generated, inherited = [], []
     for item in found:
+        try:
+            check_relative_name(item.name, settings.SANDBOX_MAX_OUTPUT_DEPTH)
+        except InvalidName as error:
+            truncation.append({"name": printable(item.name), "reason": "invalid_name", "detail": str(error)})
+            continue
         original = inputs.get(item.name)
         digest = None
         if original is not None:
@@ -310,16 +336,34 @@ def collect_outputs(data_dir: Path, inputs: dict[str, StoredFile], session):
         if item.size > max_bytes:
             truncation.append({"name": item.name, "reason": "file_too_large", "size": item.size})
             continue
-        digest = digest or _digest(item)
-        if digest is None:
-            continue
         if len(generated) >= max_files:
             truncation.append({"name": item.name, "reason": "max_files"})
             continue
+        same = by_inode.get(item.inode)
+        if same is not None:
+            generated.append(store.save_output_link(session, same, item.name, modified_from=original))
+            continue
+        if item.size > budget:
+            truncation.append({"name": item.name, "reason": "storage_budget", "size": item.size})
+            continue
+        digest = digest or _digest(item)
+        if digest is None:
+            continue
         stored = store.save_output(session, item.open, item.name, item.size, digest, modified_from=original)
+        budget -= item.size
+        by_inode[item.inode] = stored
         generated.append(stored)
     files = [file_ref(f, session.id) for f in generated] + [file_ref(f, None, inherited=True) for f in inherited]
-    return files, deleted, truncation
+    return files, deleted, truncation[:MAX_TRUNCATION_ENTRIES] + _more(len(truncation))
+
+
+# A program can make any number of unacceptable files; the response lists this many.
+MAX_TRUNCATION_ENTRIES = 100
+
+
+def _more(count: int) -> list[dict]:
+    extra = count - MAX_TRUNCATION_ENTRIES
+    return [{"name": "", "reason": "more_not_listed", "count": extra}] if extra > 0 else []
 
 
 def _digest(item) -> str | None:

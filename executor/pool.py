@@ -11,8 +11,8 @@ cold run, and destroys the sandbox. The keeper replaces what was used, what died
 and what grew older than SANDBOX_POOL_MAX_AGE_S.
 
 The backend does the sandbox-specific part through pool_start, pool_alive, pool_finish,
-pool_release, pool_destroy, pool_clear, pool_owner and pool_new_owner; a row's container_id
-is the backend's handle (a container id, or "<uid>:<cgroup>" for bwrap).
+pool_release, pool_destroy and pool_clear; a row's container_id is the backend's handle (a
+container id, or "<uid>:<cgroup>" for bwrap), and its owner the sandbox's host uid.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from storage.ids import new_id
 
-from .backends.base import Limits
+from .backends.base import Limits, SandboxGone, pool_uid
 from .languages import find_language
 from .models import WarmSandbox
 from .workspace import Workspace, unmount
@@ -43,10 +43,6 @@ READY = ".ready"
 PIPES = {"stdout": ".stdout", "stderr": ".stderr", "status": ".status"}  # python sandboxes
 RUNNER = "/opt/sandbox/bin/warm_runner.py"
 WAKE_TIMEOUT_S = 3  # a ready runner answers at once; a dead one is given up on quickly
-
-
-class SandboxGone(RuntimeError):
-    """The warm sandbox could not be woken; nothing of the program ran."""
 
 
 def root() -> Path:
@@ -83,12 +79,8 @@ def enabled_for(language_key: str) -> bool:
     return active() and settings.SANDBOX_POOL.get(language_key, 0) > 0
 
 
-def workspace(name: str, handle: str | None = None, owner: int | None = None) -> Workspace:
+def workspace(name: str, owner: int) -> Workspace:
     """The work area of sandbox `name`; data/ belongs to the sandbox's host uid."""
-    from .backends import get_backend
-
-    if owner is None:
-        owner = get_backend().pool_owner(handle)
     return Workspace(root() / name, settings.SANDBOX_DISK_MB, settings.SANDBOX_MAX_JSON_MB << 20, owner)
 
 
@@ -155,8 +147,8 @@ def start_member(language_key: str) -> WarmSandbox:
 
     backend = get_backend()
     name = new_id()
-    owner = backend.pool_new_owner(members().values_list("container_id", flat=True))
-    ws = workspace(name, owner=owner)
+    owner = pool_uid(members().values_list("owner", flat=True))
+    ws = workspace(name, owner)
     ws.open()
     try:
         os.mkfifo(ws.code / FIFO)
@@ -172,14 +164,14 @@ def start_member(language_key: str) -> WarmSandbox:
     except BaseException:
         ws.close()
         raise
-    return WarmSandbox.objects.create(name=name, container_id=handle, language=language_key, instance=instance())
+    return WarmSandbox.objects.create(name=name, container_id=handle, language=language_key, instance=instance(), owner=owner)
 
 
 def destroy_member(member: WarmSandbox) -> None:
     from .backends import get_backend
 
     get_backend().pool_destroy(member.container_id, member.name)
-    workspace(member.name, member.container_id).close()
+    workspace(member.name, member.owner).close()
     member.delete()
 
 
@@ -223,6 +215,14 @@ def tend() -> dict:
         elif member.state == "starting" and is_ready(member.name):
             WarmSandbox.objects.filter(pk=member.pk, state="starting").update(state="ready")
             counts["ready"] += 1
+    # Retired rows whose removal failed (the engine went away meanwhile): try again every round,
+    # so that nothing of them (container, mounted work area, row) outlives the outage.
+    for member in members().filter(state="retired"):
+        try:
+            destroy_member(member)
+        except Exception as error:
+            log.warning("cannot remove a retired warm sandbox yet", extra={"sandbox": member.name, "error": str(error)[:200]})
+            break  # the backend is still away; the next round tries again
     # A taken sandbox whose worker died mid-run: gone once no run can still be using it.
     abandoned = timezone.now() - timedelta(seconds=max_life_s() - settings.SANDBOX_POOL_MAX_AGE_S)
     for member in members().filter(state="taken", claimed_at__lt=abandoned):

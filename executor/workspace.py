@@ -67,7 +67,8 @@ class Workspace:
         self.path.mkdir(parents=True, mode=0o700)
         try:
             _mount_tmpfs(self.path, self.size_mb)
-            self.code.mkdir(mode=0o755)
+            self.code.mkdir()
+            self.code.chmod(0o755)  # the sandbox reads its source here (the server's umask is 077)
             self.data.mkdir(mode=0o700)
             os.chown(self.data, self.owner, self.owner)
         except BaseException:
@@ -107,8 +108,9 @@ class Workspace:
             if parent.is_symlink() or (parent.exists() and not parent.is_dir()):
                 raise WorkspaceError(f"input path conflict at {name!r}")
             if not parent.exists():
-                parent.mkdir(mode=0o755)
+                parent.mkdir()
                 os.chown(parent, self.owner, self.owner)
+                parent.chmod(0o755)
         try:
             shutil.copyfile(source, target)
         except OSError as error:

@@ -107,3 +107,33 @@ def pool_sizes(name: str, default: str) -> dict[str, int]:
         if sizes[lang.strip().lower()] < 0:
             raise _fail(name, "a list like 'py:2,js:1' with counts >= 0", raw)
     return {lang: n for lang, n in sizes.items() if n > 0}
+
+
+WILDCARDS = ("0.0.0.0", "::", "")
+
+
+def local_host_names(bound: str) -> list[str]:
+    """The host names a request to this server may carry by default: the address it is bound
+    to, localhost, and (bound to every address) the machine's names and addresses. A name a
+    web page chose (DNS rebinding) is none of these."""
+    import socket
+
+    names = {"localhost", "127.0.0.1", "[::1]"}
+    if bound not in WILDCARDS:
+        names.add(f"[{bound}]" if ":" in bound else bound)
+        return sorted(names)
+    names.update(n for n in (socket.gethostname(), socket.getfqdn()) if n)
+    try:  # the IPv4 addresses of this host's interfaces ("/32 host LOCAL" in the routing trie)
+        lines = Path("/proc/net/fib_trie").read_text().splitlines()
+        for previous, line in zip(lines, lines[1:]):
+            if "/32 host LOCAL" in line:
+                names.add(previous.split()[-1])
+    except OSError:
+        pass
+    try:  # and the IPv6 ones
+        for line in Path("/proc/net/if_inet6").read_text().splitlines():
+            raw = line.split()[0]
+            names.add("[" + socket.inet_ntop(socket.AF_INET6, bytes.fromhex(raw)) + "]")
+    except (OSError, ValueError):
+        pass
+    return sorted(names)

@@ -53,6 +53,17 @@ def json_exception_handler(exc, context):
         if isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)):
             status_code = status.HTTP_401_UNAUTHORIZED
         return Response({"error": code, "message": detail}, status=status_code)
+    from django.db import DatabaseError
+
+    if isinstance(exc, DatabaseError):
+        # The database is down, restarting or full: transient for the client, with a reason.
+        text = str(exc).lower()
+        if "disk is full" in text or "no space left" in text:
+            log.error("the database's disk is full", extra={"error": str(exc)[:300]})
+            return Response({"error": "insufficient_storage", "message": "The server's database has no room left"}, status=507)
+        log.error("database unavailable", extra={"error": str(exc)[:300]})
+        return Response({"error": "database_unavailable", "message": "The server's database is not answering; retry shortly"},
+                        status=503, headers={"Retry-After": "2"})
     log.exception("unhandled error", extra={"view": type(context.get("view")).__name__})
     return Response({"error": "Internal server error"}, status=500)
 

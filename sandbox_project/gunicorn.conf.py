@@ -1,4 +1,6 @@
-"""gunicorn settings: gthread workers (a waiting /exec holds a thread, not a process)."""
+"""gunicorn settings: gthread workers (a waiting /exec holds a thread, not a process), behind
+the nginx front (sandbox_project/front.py) unless SANDBOX_FRONT=none. Started by
+`python -m sandbox_project.serve`, whose master also supervises the front and the pool keeper."""
 
 import os
 
@@ -9,7 +11,10 @@ django.setup()
 
 from django.conf import settings  # noqa: E402
 
-bind = f"{settings.SANDBOX_HOST}:{settings.SANDBOX_PORT}"
+from sandbox_project import front  # noqa: E402
+
+# With the front, the workers listen only on a unix socket that nginx alone can reach.
+bind = f"unix:{front.app_socket()}" if front.enabled() else f"{settings.SANDBOX_HOST}:{settings.SANDBOX_PORT}"
 worker_class = "gthread"
 workers = settings.SANDBOX_WORKERS
 threads = settings.SANDBOX_THREADS
@@ -29,7 +34,10 @@ def post_worker_init(worker):
     # docker opens its connection): done now, in the probe's own thread, not in a /health call.
     from sandbox_project.health import engine_health
 
-    engine_health()
+    answer = engine_health()
+    # What the sandboxes' walls are made of, once per worker (docs/SECURITY.md lists the
+    # versions with known escapes): an operator sees it in the log without asking /health.
+    worker.log.info("sandbox engine %s: %s", answer.get("engine", "?"), answer.get("components") or answer.get("error"))
     if "audit" in settings.DATABASES:
         from audit.writer import mongo_client
 
@@ -48,6 +56,8 @@ def on_starting(server):
     metrics_dir = settings.SANDBOX_METRICS_DIR
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if front.enabled():
+        server.front_command = front.prepare()  # before gunicorn binds the socket in its folder
 
     if "audit" in settings.DATABASES:
         # In a child process: the master never opens a MongoClient (it would be forked), and
@@ -64,8 +74,10 @@ def on_starting(server):
 
 
 def worker_exit(server, worker):
+    from audit.events import auth_failures
     from audit.writer import writer
 
+    auth_failures.flush()  # summaries of refused credentials whose window is still open
     writer.flush(5.0)  # audit events still queued for the store
 
 
@@ -75,27 +87,26 @@ def child_exit(server, worker):
     multiprocess.mark_process_dead(worker.pid)
 
 
-_keeper = None
-
-
 def when_ready(server):
-    """Starts the warm-pool keeper (its own process: the master must stay lean and fork-safe)."""
-    global _keeper
-    import subprocess
-    import sys
+    """Starts the companions the master supervises (sandbox_project/companions.py): the front,
+    and the warm-pool keeper (its own process: the master must stay lean and fork-safe)."""
+    import signal
 
     from executor import pool
+    from sandbox_project import companions
 
+    if front.enabled():
+        command = server.front_command
+        companions.register(companions.Companion("front (nginx)", lambda: command, stop_signal=signal.SIGQUIT))
     if pool.active():
-        _keeper = subprocess.Popen([sys.executable, str(settings.BASE_DIR / "manage.py"), "pool_keeper"])
-        server.log.info("warm pool keeper started (pid %s)", _keeper.pid)
+        # SIGTERM: the keeper removes every warm sandbox before it exits.
+        companions.register(companions.Companion("pool keeper", companions.python_command("pool_keeper"), stop_wait_s=60))
+    companions.start_all()
 
 
 def on_exit(server):
-    """Stops the keeper, which removes every warm sandbox: nothing is left behind."""
-    if _keeper is not None and _keeper.poll() is None:
-        _keeper.terminate()
-        try:
-            _keeper.wait(60)
-        except Exception:
-            _keeper.kill()
+    """Stops the companions: nginx finishes what it is sending, the keeper removes every warm
+    sandbox, so nothing is left behind."""
+    from sandbox_project import companions
+
+    companions.stop_all()

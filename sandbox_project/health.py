@@ -57,6 +57,7 @@ def health(request):
         body["audit"] = audit_store()
     if database["ok"]:
         with phase("slots"):
+            slots.ensure_slots()  # the rows are made on first use; a fresh server has them all free
             body["slots"] = {"total": settings.SANDBOX_MAX_CONCURRENT_EXECUTIONS, "free": slots.free_slots(),
                              "queue": slots.queue_depth(), "max_queue": settings.SANDBOX_MAX_QUEUE}
     return Response(body, status=200 if body["status"] == "ok" else 503)

@@ -30,3 +30,51 @@ class NormalizePathMiddleware:
     def __call__(self, request):
         request.path_info = normalize_api_path(request.path_info)
         return self.get_response(request)
+
+
+class FrontProxyMiddleware:
+    """The client's address, as the nginx front saw it. With the front on, the workers listen
+    only on a unix socket that nginx alone reaches, and nginx overwrites X-Real-IP with the
+    peer address, so the header is trustworthy there; with SANDBOX_FRONT=none it is ignored
+    (a client could set it to anything)."""
+
+    def __init__(self, get_response):
+        from django.conf import settings
+
+        self.trust = settings.SANDBOX_FRONT == "nginx"
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if self.trust:
+            request.META["REMOTE_ADDR"] = request.META.get("HTTP_X_REAL_IP", "")[:64]
+        return self.get_response(request)
+
+
+class ForeignOriginMiddleware:
+    """Refuses API requests that carry a foreign Origin header (403), in every auth mode.
+
+    Browsers send Origin with cross-origin requests; the API's real clients (LibreChat's
+    server, @librechat/agents) are not browsers and send none. A page elsewhere must not get
+    to run code or read files through a user's browser, even with open auth on a private
+    network. The admin keeps Django's own CSRF checks. Also validates the Host header of every
+    request (a foreign one is a 400)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        from django.conf import settings
+        from django.http import JsonResponse
+        from django.http.request import split_domain_port, validate_host
+
+        host = request.get_host()  # DisallowedHost (400) for a name this server does not have
+        origin = request.META.get("HTTP_ORIGIN")
+        if origin is not None and not request.path_info.startswith(_KEEP_AS_IS):
+            scheme, _, rest = origin.partition("://")
+            origin_host = rest.split("/", 1)[0]
+            same = origin_host == host or validate_host(split_domain_port(origin_host)[0], settings.ALLOWED_HOSTS)
+            trusted = origin in settings.CSRF_TRUSTED_ORIGINS
+            if not (scheme in ("http", "https") and origin_host and (same or trusted)):
+                return JsonResponse({"error": "forbidden_origin", "message": "Requests from web pages of other sites are refused"},
+                                    status=403)
+        return self.get_response(request)

@@ -14,6 +14,10 @@ if (BASE_DIR / ".env").is_file():
     c.env.read_env(BASE_DIR / ".env")  # real environment variables win
 
 # --- where things live -------------------------------------------------------------------
+# Everything the server writes is its own: users' uploads and outputs, the database, keys.
+# No other account on the host reads them (directories 0700, files 0600); the few things a
+# sandbox must read (its source file, its work dir) get their modes explicitly.
+os.umask(0o077)
 SANDBOX_PORT = c.integer("SANDBOX_PORT", 3081, 1, 65535)
 SANDBOX_HOST = c.text("SANDBOX_HOST", "127.0.0.1")
 SANDBOX_DATA_DIR = (BASE_DIR / c.text("SANDBOX_DATA_DIR", "./var")).resolve()
@@ -21,6 +25,12 @@ SANDBOX_DATA_DIR = (BASE_DIR / c.text("SANDBOX_DATA_DIR", "./var")).resolve()
 # lands in ./var/storage: user files never mix with the source tree (or the `storage` app).
 SANDBOX_STORAGE_PATH = (SANDBOX_DATA_DIR / c.text("SANDBOX_STORAGE_PATH", "./storage")).resolve()
 (SANDBOX_STORAGE_PATH / ".incoming").mkdir(parents=True, exist_ok=True, mode=0o700)
+# (also for folders an older version made). The data dir may be traversed by nginx's workers to
+# reach their own folder in it (sandbox_project/front.py): never read or written by others.
+if SANDBOX_STORAGE_PATH.stat().st_uid == os.getuid():
+    SANDBOX_STORAGE_PATH.chmod(0o700)
+if SANDBOX_DATA_DIR.stat().st_uid == os.getuid():
+    SANDBOX_DATA_DIR.chmod(SANDBOX_DATA_DIR.stat().st_mode & 0o711)
 
 # --- auth ---------------------------------------------------------------------------------
 # The seed's two names for the shared key; SANDBOX_API_KEY wins when both are set.
@@ -41,7 +51,10 @@ SANDBOX_DOCKER_IMAGE = c.text("SANDBOX_DOCKER_IMAGE", "librechat/sandbox-executo
 SANDBOX_DOCKER_RUNTIME = c.choice("SANDBOX_DOCKER_RUNTIME", "runc", c.RUNTIMES)
 SANDBOX_DOCKER_HOST = c.text("SANDBOX_DOCKER_HOST") or c.text("DOCKER_HOST")
 SANDBOX_BWRAP_ROOTFS = c.text("SANDBOX_BWRAP_ROOTFS", "/var/lib/codeinterp/rootfs")
-SANDBOX_BWRAP_UID_BASE = c.integer("SANDBOX_BWRAP_UID_BASE", 200000, 1000, 4_000_000_000)
+# Host uids of the sandboxes (executor/backends/base.py): one per slot, one per warm sandbox.
+# SANDBOX_BWRAP_UID_BASE is the older name, from when only bwrap had per-slot uids.
+SANDBOX_UID_BASE = c.integer("SANDBOX_UID_BASE", c.integer("SANDBOX_BWRAP_UID_BASE", 200000, 1000, 4_000_000_000),
+                             1000, 4_000_000_000)
 SANDBOX_TIMEOUT_MS = c.integer("SANDBOX_TIMEOUT_MS", 30000, 100, 3_600_000)
 SANDBOX_COMPILE_TIMEOUT_MS = c.integer("SANDBOX_COMPILE_TIMEOUT_MS", 30000, 100, 3_600_000)
 SANDBOX_MEMORY_MB = c.integer("SANDBOX_MEMORY_MB", 512, 32, 1_048_576)
@@ -62,6 +75,13 @@ SANDBOX_POOL = c.pool_sizes("SANDBOX_POOL", "py:2")
 SANDBOX_POOL_MAX_AGE_S = c.integer("SANDBOX_POOL_MAX_AGE_S", 600, 10)
 SANDBOX_WORKERS = c.integer("SANDBOX_WORKERS", 2, 1, 64)
 SANDBOX_THREADS = c.integer("SANDBOX_THREADS", 16, 1, 256)
+# The buffering front (sandbox_project/front.py): nginx faces the clients, the workers only
+# ever see complete requests. "none": gunicorn listens on SANDBOX_HOST itself (behind a proxy
+# of your own that buffers requests; slow clients can tie up its threads otherwise).
+SANDBOX_FRONT = c.choice("SANDBOX_FRONT", "nginx", ("nginx", "none"))
+SANDBOX_FRONT_HEADER_TIMEOUT_S = c.integer("SANDBOX_FRONT_HEADER_TIMEOUT_S", 10, 1, 3600)
+SANDBOX_FRONT_BODY_TIMEOUT_S = c.integer("SANDBOX_FRONT_BODY_TIMEOUT_S", 30, 1, 3600)
+SANDBOX_FRONT_MAX_CONNECTIONS = c.integer("SANDBOX_FRONT_MAX_CONNECTIONS", 4096, 64, 1_000_000)
 
 # --- files --------------------------------------------------------------------------------
 SANDBOX_MAX_UPLOAD_MB = c.integer("SANDBOX_MAX_UPLOAD_MB", 150, 1)
@@ -80,6 +100,11 @@ MONGO_MIN_POOL_SIZE = c.integer("MONGO_MIN_POOL_SIZE", 2, 0)
 if MONGO_MIN_POOL_SIZE > MONGO_MAX_POOL_SIZE:
     raise c.ImproperlyConfigured("MONGO_MIN_POOL_SIZE must not exceed MONGO_MAX_POOL_SIZE")
 SANDBOX_AUDIT_TTL_DAYS = c.integer("SANDBOX_AUDIT_TTL_DAYS", 0, 0)  # 0 = keep forever
+# Refused credentials: one entry per address at once, the rest of each window as one summary
+# entry (audit/events.py), so anonymous clients cannot grow the audit store without bound.
+SANDBOX_AUTH_FAILURE_WINDOW_S = c.integer("SANDBOX_AUTH_FAILURE_WINDOW_S", 60, 1, 86400)
+# GET /metrics: open (counts only, keep it off the public network), or only with the API key.
+SANDBOX_METRICS_REQUIRE_KEY = c.boolean("SANDBOX_METRICS_REQUIRE_KEY", False)
 SANDBOX_LOG_LEVEL = c.choice("SANDBOX_LOG_LEVEL", "info", c.LOG_LEVELS)
 LOGGING = build_logging(SANDBOX_LOG_LEVEL)
 # Prometheus multiprocess mode (one file per gunicorn worker, summed at scrape). Always set
@@ -91,7 +116,10 @@ os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(SANDBOX_METRICS_DIR)
 # --- Django -------------------------------------------------------------------------------
 SECRET_KEY = c.text("DJANGO_SECRET_KEY") or c.persistent_secret(SANDBOX_DATA_DIR / "django-secret-key")
 DEBUG = c.boolean("DJANGO_DEBUG", False)
-ALLOWED_HOSTS = [h.strip() for h in c.text("DJANGO_ALLOWED_HOSTS", "*").split(",") if h.strip()]
+# This server's own names, plus those the operator adds (e.g. `sandbox` for Docker Compose). A
+# Host header naming anything else is refused (400): DNS rebinding cannot reach the API.
+ALLOWED_HOSTS = sorted({*c.local_host_names(SANDBOX_HOST),
+                        *(h.strip() for h in c.text("DJANGO_ALLOWED_HOSTS").split(",") if h.strip())})
 CSRF_TRUSTED_ORIGINS = [o.strip() for o in c.text("DJANGO_CSRF_TRUSTED_ORIGINS").split(",") if o.strip()]
 
 INSTALLED_APPS = [
@@ -109,7 +137,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "sandbox_project.timing.ServerTimingMiddleware",
+    "sandbox_project.middleware.FrontProxyMiddleware",
     "sandbox_project.middleware.NormalizePathMiddleware",
+    "sandbox_project.middleware.ForeignOriginMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -187,7 +217,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["sandbox_project.auth.IsCodeApiClient"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
+        "sandbox_project.parsers.StrictJSONParser",
         "storage.parsers.CodeApiMultiPartParser",
     ],
     "EXCEPTION_HANDLER": "sandbox_project.errors.json_exception_handler",

@@ -15,6 +15,9 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 apt_install python3 python3-venv ca-certificates bubblewrap libseccomp2
+# The buffering front (sandbox_project/front.py); run by the server itself, never as a system
+# service: apt_install keeps Debian from starting its default site on port 80.
+apt_install_quiet_service nginx
 scripts/engine.sh
 # The executor image unpacked for SANDBOX_BACKEND=bwrap (idempotent: stamped with the image id).
 docker/export-rootfs.sh

@@ -22,4 +22,4 @@ if [ -z "${SANDBOX_API_KEY:-}${LIBRECHAT_CODE_API_KEY:-}${SANDBOX_JWT_PUBLIC_KEY
 fi
 
 say "serving on ${SANDBOX_HOST:-127.0.0.1}:${SANDBOX_PORT:-3081}"
-exec .venv/bin/gunicorn -c sandbox_project/gunicorn.conf.py sandbox_project.wsgi
+exec .venv/bin/python -m sandbox_project.serve

@@ -153,6 +153,8 @@ def list_session(caller, session_id: str, detail: str) -> list:
 
 def delete(caller, session_id: str, file_id: str, request=None) -> dict:
     stored = find_for(caller, session_id, file_id)
+    if not store.may_delete(caller, stored.session):
+        raise ApiError(403, "Unauthorized", "Only the user who stored this file may delete it")
     # Read everything the audit entry needs first: deleting a row resets its id to None.
     event = {"user_id": getattr(caller, "user_id", None) or stored.session.user_id or None, "session_id": stored.session_id,
              "file": {"fileId": stored.id, "filename": stored.name, "size": stored.size, "mimeType": stored.content_type}}

@@ -11,6 +11,8 @@ from django.core.files.uploadhandler import TemporaryFileUploadHandler
 
 from sandbox_project.errors import ApiError
 
+from .store import NO_SPACE, StorageFull
+
 
 class UploadTooLarge(ApiError):
     def __init__(self, limit_mb: int):
@@ -32,7 +34,10 @@ class CappedUploadHandler(TemporaryFileUploadHandler):
         return None
 
     def new_file(self, field_name, file_name, *args, **kwargs):
-        super().new_file(field_name, file_name, *args, **kwargs)
+        try:
+            super().new_file(field_name, file_name, *args, **kwargs)
+        except OSError as error:
+            self._no_space(error)
         self._raw_name = file_name  # UploadedFile.name keeps only the basename
         self._hash = hashlib.sha256()
 
@@ -42,7 +47,18 @@ class CappedUploadHandler(TemporaryFileUploadHandler):
             self.file.close()  # deletes the partial temporary file
             raise UploadTooLarge(settings.SANDBOX_MAX_UPLOAD_MB)
         self._hash.update(raw_data)
-        return super().receive_data_chunk(raw_data, start)
+        try:
+            return super().receive_data_chunk(raw_data, start)
+        except OSError as error:
+            self._no_space(error)
+
+    def _no_space(self, error: OSError):
+        """A full volume: the partial temporary file goes now, and the client gets a 507."""
+        if getattr(self, "file", None) is not None:
+            self.file.close()
+        if error.errno in NO_SPACE:
+            raise StorageFull("the upload") from None
+        raise error
 
     def file_complete(self, file_size):
         uploaded = super().file_complete(file_size)

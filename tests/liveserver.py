@@ -90,10 +90,9 @@ class LiveServer:
     def start(self) -> "LiveServer":
         done = self.manage("migrate", "--noinput", "-v0")
         assert done.returncode == 0, done.stderr
-        gunicorn = Path(sys.executable).with_name("gunicorn")
         self.log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [str(gunicorn), "-c", "sandbox_project/gunicorn.conf.py", "sandbox_project.wsgi"],
+            [sys.executable, "-m", "sandbox_project.serve"],
             cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         deadline = time.monotonic() + 60
@@ -108,9 +107,20 @@ class LiveServer:
             time.sleep(0.2)
         raise RuntimeError("server did not answer within 60 s")
 
-    def worker_pids(self) -> list[int]:
+    def children(self) -> dict[int, bytes]:
+        """{pid: command line} of the master's children: workers, the front, the keeper."""
         out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True).stdout
-        return [int(p) for p in out.split()]
+        found = {}
+        for pid in map(int, out.split()):
+            try:
+                found[pid] = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+        return found
+
+    def worker_pids(self) -> list[int]:
+        """The gunicorn workers (forks of the master, so the same command line)."""
+        return [pid for pid, cmdline in self.children().items() if b"sandbox_project.serve" in cmdline]
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

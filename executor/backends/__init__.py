@@ -16,9 +16,15 @@ def get_backend():
         with _lock:
             if _backend is None:
                 if settings.SANDBOX_BACKEND == "docker":
+                    import docker
+
+                    from .base import SandboxUnavailable
                     from .docker import DockerBackend
 
-                    _backend = DockerBackend()
+                    try:  # the client asks the engine for its API version: it may be down now
+                        _backend = DockerBackend()
+                    except docker.errors.DockerException as error:
+                        raise SandboxUnavailable(f"the Docker engine does not answer: {str(error)[:200]}") from None
                 elif settings.SANDBOX_BACKEND == "bwrap":
                     from .bwrap import BwrapBackend
 

@@ -8,8 +8,45 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-# The unprivileged uid:gid every program runs as (the `sandbox` user of docker/Dockerfile.executor).
+# The uid:gid a program sees itself run as under bwrap (the `sandbox` user of the image); the
+# host uid behind it, and the uid of a Docker container, come from the functions below.
 SANDBOX_UID = 10001
+# Warm sandboxes (executor/pool.py) run as SANDBOX_UID_BASE + POOL_UID_OFFSET + n, apart from
+# the per-slot uids of cold runs.
+POOL_UID_OFFSET = 10000
+
+
+# -- host uids -------------------------------------------------------------------------------
+# The kernel counts some resources per user (inotify instances, message-queue bytes, pipe
+# pages, RLIMIT_NPROC): executions running at the same time must never share a host uid, or
+# one could take them all from another. A slot is held by one execution at a time, and a warm
+# sandbox serves one execution, so each gets a uid of its own; none is ever root.
+def slot_uid(slot: int) -> int:
+    from django.conf import settings
+
+    return settings.SANDBOX_UID_BASE + slot
+
+
+def pool_uid(taken) -> int:
+    """The lowest warm-sandbox uid that no sandbox in `taken` (uids) has."""
+    from django.conf import settings
+
+    used = set(taken)
+    uid = settings.SANDBOX_UID_BASE + POOL_UID_OFFSET
+    while uid in used:
+        uid += 1
+    return uid
+
+
+def passwd_lines(uid: int) -> tuple[str, str]:
+    """(/etc/passwd, /etc/group) naming `uid` "sandbox" with /mnt/data as its home: programs
+    that look their user up (getpwuid, `whoami`, R, git) find one."""
+    passwd = (
+        "root:x:0:0:root:/root:/usr/sbin/nologin\n"
+        f"sandbox:x:{uid}:{uid}:sandbox:/mnt/data:/bin/bash\n"
+        "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+    )
+    return passwd, f"root:x:0:\nsandbox:x:{uid}:\nnogroup:x:65534:\n"
 
 
 def read_available(fd: int, limit: int = 1 << 16) -> bytes:
@@ -26,6 +63,31 @@ def read_available(fd: int, limit: int = 1 << 16) -> bytes:
         chunks.append(chunk)
         size += len(chunk)
     return b"".join(chunks)
+
+
+class SandboxUnavailable(RuntimeError):
+    """The backend cannot run anything now (the engine does not answer, the image or rootfs
+    is missing): the client gets 503 sandbox_unavailable, /health says why."""
+
+
+class SandboxGone(RuntimeError):
+    """A warm sandbox could not be woken; nothing of the program ran (a cold run follows)."""
+
+
+def kernel_release() -> str:
+    return os.uname().release
+
+
+def version_of(argv: list[str]) -> str:
+    """First line a host tool prints about its version, or why there is none."""
+    import subprocess
+
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"unknown ({error.__class__.__name__})"
+    lines = (done.stdout or done.stderr).strip().splitlines()
+    return lines[0][:120] if lines else "unknown"
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 The root is the executor image unpacked into a directory (docker/export-rootfs.sh), bound
 read-only. Per execution (research/isolation.md §4, §6):
 
-- a host uid of its own, owner_uid(slot) = SANDBOX_BWRAP_UID_BASE + slot. bwrap is never
+- a host uid of its own, owner_uid(slot) = SANDBOX_UID_BASE + slot. bwrap is never
   started as host root: with a user namespace its sandbox uid would map to host uid 0;
 - cgroups under the server's own cgroup (memory = memory+swap, pids, CPU quota), entered by
   the launcher shell before anything else runs, so every process of the execution is in them;
@@ -23,7 +23,7 @@ whole cgroup is killed. run() returns only once the cgroup is empty and removed:
 execution runs on after it.
 
 Warm sandboxes (executor/pool.py, the pool_* methods) are launched the same way by the pool
-keeper, as a uid of their own (SANDBOX_BWRAP_UID_BASE + 10000 + n); a worker runs a program in
+keeper, as a uid of their own (SANDBOX_UID_BASE + 10000 + n); a worker runs a program in
 one through FIFOs and ends it through its cgroup (see pool_finish).
 """
 
@@ -46,7 +46,7 @@ from django.conf import settings
 
 from sandbox_project.timing import phase, phase_mark
 
-from .base import SANDBOX_UID, Limits, RunResult, RunSpec, read_available
+from .base import SANDBOX_UID, Limits, RunResult, RunSpec, SandboxGone, kernel_release, passwd_lines, read_available, slot_uid, version_of
 from .cgroups import CgroupError, CgroupTree, ExecutionCgroup
 from .seccomp import SeccompUnavailable, build_bpf
 
@@ -63,21 +63,13 @@ PR_SET_CHILD_SUBREAPER = 36
 MS_BIND = 0x1000
 MNT_DETACH = 0x2
 
-PASSWD = (
-    "root:x:0:0:root:/root:/usr/sbin/nologin\n"
-    f"sandbox:x:{SANDBOX_UID}:{SANDBOX_UID}:sandbox:/mnt/data:/bin/bash\n"
-    "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
-)
-GROUP = f"root:x:0:\nsandbox:x:{SANDBOX_UID}:\nnogroup:x:65534:\n"
+PASSWD, GROUP = passwd_lines(SANDBOX_UID)  # inside the user namespace, the program is SANDBOX_UID
 HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\tsandbox\n"
 
 # Runs as root for a moment: joins the execution's cgroups, then becomes the rest of argv.
 # Arguments: the number of cgroup.procs files, the files, the command.
 JOIN_CGROUPS = 'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n - 1)); done; exec "$@"'
 LAUNCH_FAILED = 125
-# Warm sandboxes (executor/pool.py) run as SANDBOX_BWRAP_UID_BASE + POOL_UID_OFFSET + n, apart
-# from the per-slot uids of cold runs.
-POOL_UID_OFFSET = 10000
 # A warm sandbox's exit status as bwrap reports it (--json-status-fd, JSON lines): a FIFO in the
 # work area's root, which is not bound into the sandbox. It covers a program that ends without
 # the runner's own report (os._exit, a crash, an OOM kill).
@@ -128,7 +120,7 @@ class BwrapBackend:
 
     def __init__(self):
         self.rootfs = Path(settings.SANDBOX_BWRAP_ROOTFS)
-        self.uid_base = settings.SANDBOX_BWRAP_UID_BASE
+        self.uid_base = settings.SANDBOX_UID_BASE
         self.tools = {tool: shutil.which(tool, path=HOST_PATH) for tool in ("bwrap", "setpriv", "prlimit")}
         self._tree: CgroupTree | None = None
         self._bpf: bytes | None = None
@@ -165,7 +157,7 @@ class BwrapBackend:
         return [tuple(line.split("=", 1)) for line in lines if "=" in line]
 
     def owner_uid(self, slot: int) -> int:
-        return self.uid_base + slot
+        return slot_uid(slot)
 
     # -- one execution ---------------------------------------------------------------------
     def _check_tools(self) -> None:
@@ -242,6 +234,8 @@ class BwrapBackend:
             argv += ["--ro-bind-data", str(fds[target]), target]
         argv += [
             "--proc", "/proc", "--dev", "/dev",
+            # /dev/shm would otherwise be a folder of bwrap's /dev tmpfs, which has no size cap.
+            "--perms", "1777", "--size", str(limits.tmp_mb << 20), "--tmpfs", "/dev/shm",
             "--perms", "1777", "--size", str(limits.tmp_mb << 20), "--tmpfs", "/tmp",
             # No sysfs (host hardware); tools that list network interfaces find none.
             "--dir", "/sys/class/net",
@@ -360,17 +354,6 @@ class BwrapBackend:
         uid, unit = handle.split(":", 1)
         return int(uid), unit
 
-    def pool_owner(self, handle: str | None = None) -> int:
-        return self._parse(handle)[0] if handle else self.uid_base + POOL_UID_OFFSET
-
-    def pool_new_owner(self, handles) -> int:
-        """A uid no other warm sandbox of this server has (nor any cold run: those use the slots)."""
-        used = {self._parse(handle)[0] for handle in handles if handle and ":" in handle}
-        uid = self.uid_base + POOL_UID_OFFSET
-        while uid in used:
-            uid += 1
-        return uid
-
     def pool_start(self, name: str, argv: list[str], ws, limits: Limits, deadline_s: float, instance: str) -> str:
         """Launches `argv` (the warm runner) with every confinement of a cold run, as ws.owner,
         in a cgroup of its own. This process is bwrap's parent (--die-with-parent: a keeper
@@ -434,8 +417,6 @@ class BwrapBackend:
             raise RuntimeError("a bwrap warm sandbox always has its FIFOs")
         cgroup = self.tree().find(self._parse(handle)[1])
         if cgroup is None or not cgroup.populated():
-            from executor.pool import SandboxGone
-
             raise SandboxGone("the warm sandbox has ended")
         result = RunResult()
         cpu_before = cgroup.stats()[1]
@@ -614,7 +595,15 @@ class BwrapBackend:
             self.bpf()
         except (BwrapUnavailable, CgroupError, SeccompUnavailable, OSError) as error:
             return {**report, "error": str(error)[:200]}
-        return {**report, "ok": True}
+        return {**report, "ok": True, "components": self.components()}
+
+    _components: dict | None = None
+
+    def components(self) -> dict:
+        """Versions of the sandboxes' walls (see the Docker backend's); asked once."""
+        if self._components is None:
+            self._components = {"kernel": kernel_release(), "bubblewrap": version_of([self.tools["bwrap"], "--version"])}
+        return self._components
 
     def reap(self) -> int:
         """Kills and removes what crashed workers left behind: cgroups and aliases whose

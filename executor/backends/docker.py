@@ -2,7 +2,8 @@
 
 The container: no network, read-only root, a size-capped /tmp, /mnt/data (cwd and $HOME) and
 /mnt/code (read-only source) bound from the execution's own quota-limited tmpfs, all
-capabilities dropped, no-new-privileges, a non-root uid, memory = memory+swap, a pids limit,
+capabilities dropped, no-new-privileges, a non-root host uid of the execution's own (its slot's,
+or the warm sandbox's; /etc/passwd names it), memory = memory+swap, a pids limit,
 a CPU quota, nofile/fsize/core rlimits, tini as pid 1 (reaps orphans), no log driver (output
 is read from the attach stream with a per-stream cap), and the image's environment only.
 Every process of the execution has ended before run() returns (the stopped container itself is
@@ -11,6 +12,7 @@ removed just after, on the teardown thread), so nothing of an execution runs on 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import select
@@ -24,7 +26,16 @@ from docker.types import LogConfig, Mount, Ulimit
 from sandbox_project.timing import phase, phase_mark
 
 from .. import teardown
-from .base import SANDBOX_UID, RunResult, RunSpec
+from .base import (
+    SANDBOX_UID,
+    RunResult,
+    RunSpec,
+    SandboxUnavailable,
+    kernel_release,
+    passwd_lines,
+    slot_uid,
+    version_of,
+)
 from .base import read_available as _read_available
 from .cgroups import Accounting
 from .seccomp import PROFILE_JSON
@@ -36,8 +47,33 @@ DEADLINE_LABEL = "org.librechat.codeinterp.deadline"
 EXECUTION_LABEL = "org.librechat.codeinterp.execution"
 POOL_LABEL = "org.librechat.codeinterp.pool"  # value: the pool's instance (executor/pool.py)
 REAP_GRACE_S = 10
+STOPPED_GRACE_S = 60  # a stopped container of ours older than this is left over (reap)
 POLL_ENDED_S = 0.02  # how often a warm run without an attach stream checks that its program still runs
 _STDOUT, _STDERR = 1, 2
+
+
+def engine_errors(method):
+    """An engine that does not answer (down, restarting, its socket gone) or has no image is
+    SandboxUnavailable for the caller: a 503 that says so, never a 500."""
+
+    @functools.wraps(method)
+    def guarded(*args, **kwargs):
+        import requests
+
+        try:
+            return method(*args, **kwargs)
+        except docker.errors.ImageNotFound as error:
+            raise SandboxUnavailable(f"the executor image is missing: {error.explanation or error}") from None
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as error:
+            raise SandboxUnavailable(f"the Docker engine does not answer: {str(error)[:200]}") from None
+        except docker.errors.APIError as error:
+            if error.status_code is not None and error.status_code >= 500:
+                raise SandboxUnavailable(f"the Docker engine failed: {str(error.explanation or error)[:200]}") from None
+            raise
+        except docker.errors.DockerException as error:
+            raise SandboxUnavailable(f"the Docker engine is unavailable: {str(error)[:200]}") from None
+
+    return guarded
 
 
 class OutputCollector:
@@ -109,20 +145,28 @@ class DockerBackend:
             return ""
 
     def owner_uid(self, slot: int) -> int:
-        return SANDBOX_UID  # the image's user; no user namespace, so also the host uid
+        return slot_uid(slot)  # no user namespace: the container's uid is the host uid
 
     # -- one execution ----------------------------------------------------------------------
-    def create(self, name: str, argv: list[str], data_dir, code_dir, limits, deadline_s: float, labels=None) -> str:
-        """Creates (does not start) a confined container; returns its id. `name` keys the
-        per-execution accounting cgroup."""
+    def create(self, name: str, argv: list[str], data_dir, code_dir, limits, deadline_s: float, uid: int,
+               labels=None) -> str:
+        """Creates (does not start) a confined container running as host uid `uid`; returns
+        its id. `name` keys the per-execution accounting cgroup."""
+        passwd, group = passwd_lines(uid)
+        for file_name, content in ((".passwd", passwd), (".group", group)):  # root's, read-only inside
+            (code_dir / file_name).write_text(content)
+            (code_dir / file_name).chmod(0o644)
         cgroup_parent = self.accounting.open(name) if self.accounting else None
         host_config = self.api.create_host_config(
             network_mode="none",
             read_only=True,
             tmpfs={"/tmp": f"rw,nosuid,nodev,exec,size={limits.tmp_mb}m,mode=1777"},
+            shm_size=limits.tmp_mb << 20,  # /dev/shm: the same cap as /tmp
             mounts=[
                 Mount("/mnt/data", str(data_dir), type="bind"),
                 Mount("/mnt/code", str(code_dir), type="bind", read_only=True),
+                Mount("/etc/passwd", str(code_dir / ".passwd"), type="bind", read_only=True),
+                Mount("/etc/group", str(code_dir / ".group"), type="bind", read_only=True),
             ],
             cap_drop=["ALL"],
             security_opt=["no-new-privileges", f"seccomp={PROFILE_JSON}"],
@@ -140,7 +184,7 @@ class DockerBackend:
             container = self.api.create_container(
                 self.image,
                 command=argv,
-                user=f"{SANDBOX_UID}:{SANDBOX_UID}",
+                user=f"{uid}:{uid}",
                 working_dir="/mnt/data",
                 hostname="sandbox",
                 network_disabled=True,
@@ -160,8 +204,10 @@ class DockerBackend:
             raise
         return container["Id"]
 
+    @engine_errors
     def run(self, spec: RunSpec) -> RunResult:
-        cid = self.create(spec.name, spec.argv, spec.data_dir, spec.code_dir, spec.limits, spec.deadline_ms / 1000)
+        cid = self.create(spec.name, spec.argv, spec.data_dir, spec.code_dir, spec.limits, spec.deadline_ms / 1000,
+                          self.owner_uid(spec.slot))
         return self.finish(cid, spec.name, spec, begin=lambda: self.api.start(cid))
 
     def finish(self, cid: str, name: str, spec: RunSpec, begin, pipes: dict | None = None) -> RunResult:
@@ -193,14 +239,9 @@ class DockerBackend:
     # -- warm sandboxes (executor/pool.py); a handle is the container id ----------------------
     pool_pipes_always = False  # only the python runner reports on FIFOs; exec mode uses attach
 
-    def pool_owner(self, handle: str | None = None) -> int:
-        return SANDBOX_UID
-
-    def pool_new_owner(self, handles) -> int:
-        return SANDBOX_UID
-
     def pool_start(self, name: str, argv: list[str], ws, limits, deadline_s: float, instance: str) -> str:
-        cid = self.create(name, argv, ws.data, ws.code, limits, deadline_s=deadline_s, labels={POOL_LABEL: instance})
+        cid = self.create(name, argv, ws.data, ws.code, limits, deadline_s=deadline_s, uid=ws.owner,
+                          labels={POOL_LABEL: instance})
         try:
             self.api.start(cid)
         except BaseException:
@@ -212,6 +253,7 @@ class DockerBackend:
         found = self.api.containers(filters={"label": f"{POOL_LABEL}={instance}", "status": "running"})
         return {c["Id"] for c in found} & set(handles)
 
+    @engine_errors
     def pool_finish(self, handle: str, name: str, spec: RunSpec, begin, pipes: dict | None) -> RunResult:
         if self.accounting:
             self.accounting.reset(name)  # count the program, not the warm-up
@@ -360,8 +402,10 @@ class DockerBackend:
 
     # -- housekeeping ----------------------------------------------------------------------
     def reap(self) -> int:
-        """Removes containers of ours whose deadline passed (their worker died mid-run), and
-        the empty accounting cgroups such a worker left."""
+        """Removes containers of ours whose deadline passed (their worker died mid-run), those
+        stopped for longer than STOPPED_GRACE_S (an engine that went down stopped them; a
+        worker reads a stopped container's state within a second), and the empty accounting
+        cgroups dead workers left."""
         if self.accounting:
             from executor.housekeeping import max_run_seconds
 
@@ -370,13 +414,43 @@ class DockerBackend:
         now = time.time()
         for info in self.api.containers(all=True, filters={"label": LABEL}):
             deadline = int(info.get("Labels", {}).get(DEADLINE_LABEL, "0") or 0)
-            if deadline < now:
+            if deadline < now or (info.get("State") != "running" and self._stopped_for(info, now) > STOPPED_GRACE_S):
                 try:
                     self.api.remove_container(info["Id"], force=True)
                     removed += 1
                 except docker.errors.APIError:
                     pass
         return removed
+
+    def _stopped_for(self, info: dict, now: float) -> float:
+        """Seconds since a container stopped (or since it was made, if it never started)."""
+        from datetime import datetime
+
+        try:
+            finished = self.api.inspect_container(info["Id"])["State"].get("FinishedAt", "")
+        except docker.errors.NotFound:
+            return 0.0
+        if not finished or finished.startswith("0001-"):
+            return now - float(info.get("Created", now))
+        stamp = datetime.fromisoformat(finished[:26].rstrip("Z") + "+00:00") if "." in finished else datetime.fromisoformat(finished.replace("Z", "+00:00"))
+        return now - stamp.timestamp()
+
+    _components: dict | None = None
+
+    def components(self) -> dict:
+        """Versions of what the sandboxes' walls are made of (for /health and the start-up
+        log; docs/SECURITY.md says which versions have known escapes). Asked once."""
+        if self._components is None:
+            found = {"kernel": kernel_release()}
+            for part in self.api.version().get("Components", []):
+                name = {"Engine": "dockerd"}.get(part.get("Name"), part.get("Name", "?"))
+                commit = (part.get("Details") or {}).get("GitCommit", "")
+                found[name] = part.get("Version", "?") + (f" ({commit})" if commit and commit not in part.get("Version", "") else "")
+            runtimes = self.api.info().get("Runtimes", {})
+            if "runsc" in runtimes:
+                found["runsc"] = version_of([runtimes["runsc"].get("path", "runsc"), "--version"])
+            self._components = found
+        return self._components
 
     def health(self) -> dict:
         try:
@@ -387,4 +461,8 @@ class DockerBackend:
             self.api.inspect_image(self.image)
         except docker.errors.ImageNotFound:
             return {"ok": False, "engine": "docker", "error": f"image {self.image} is missing"}
-        return {"ok": True, "engine": "docker", "runtime": self.runtime, "image": self.image}
+        try:
+            components = self.components()
+        except Exception as error:  # never a reason for "not ok": the engine answered
+            components = {"error": str(error)[:200]}
+        return {"ok": True, "engine": "docker", "runtime": self.runtime, "image": self.image, "components": components}

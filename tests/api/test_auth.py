@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from tests.liveserver import Client, LiveServer
+from tests.liveserver import CANARY_KEY, Client, LiveServer
 
 
 def pem(public_key) -> bytes:
@@ -28,7 +28,8 @@ def jwt_server(keys, tmp_path_factory):
     (folder / "ed.pem").write_bytes(pem(keys["ed"].public_key()))
     rsa_jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(keys["rsa"].public_key()))
     (folder / "jwks.json").write_text(json.dumps({"keys": [{**rsa_jwk, "kid": "lc-codeapi-2026-05", "use": "sig", "alg": "RS256"}]}))
-    live = LiveServer(SANDBOX_API_KEY="", SANDBOX_JWT_PUBLIC_KEY_FILE=str(folder / "ed.pem"),
+    # The shared key too: LibreChat deployments in transition send both kinds of credential.
+    live = LiveServer(SANDBOX_API_KEY=CANARY_KEY, SANDBOX_JWT_PUBLIC_KEY_FILE=str(folder / "ed.pem"),
                       SANDBOX_JWT_JWKS_FILE=str(folder / "jwks.json")).start()
     yield live
     live.stop()
@@ -82,6 +83,35 @@ def test_files_are_scoped_to_the_verified_user(jwt_server, keys):
     assert bob.get(f"/download/{shared['session_id']}/{shared['files'][0]['fileId']}").content == b"shared"
 
 
+def test_only_the_owner_deletes_a_file(jwt_server, keys):
+    alice, bob = bearer(jwt_server, token(keys, "alice")), bearer(jwt_server, token(keys, "bob"))
+    for kind in ("agent", "skill", "user"):
+        up = alice.post("/upload", data={"kind": kind, "id": "agent-1"}, files={"file": ("s.txt", b"mine")}).json()
+        sid, fid = up["session_id"], up["files"][0]["fileId"]
+        for route in (f"/files/{sid}/{fid}", f"/sessions/{sid}/objects/{fid}"):
+            response = bob.delete(route)
+            assert response.status_code == 403, (kind, route, response.text)
+        assert alice.get(f"/download/{sid}/{fid}").content == b"mine"
+        assert alice.delete(f"/files/{sid}/{fid}").status_code == 200
+        assert alice.get(f"/download/{sid}/{fid}").status_code == 404
+
+
+def test_files_without_a_user_are_not_every_jwt_users(jwt_server, keys):
+    # Uploaded with the shared key and no User-Id header: nobody's in particular, so no
+    # verified user may read, list, use or delete them (the key holder still may).
+    server_side = Client(jwt_server)
+    up = server_side.post("/upload", files={"file": ("n.txt", b"nobody's")}).json()
+    sid, fid = up["session_id"], up["files"][0]["fileId"]
+    mallory = bearer(jwt_server, token(keys, "mallory"))
+    assert mallory.get(f"/download/{sid}/{fid}").status_code == 403
+    assert mallory.get(f"/sessions/{sid}/objects/{fid}").status_code == 403
+    assert mallory.get(f"/files/{sid}?detail=full").json() == []
+    used = mallory.post("/exec", json={"lang": "bash", "code": "cat n.txt", "files": [{"id": fid, "storage_session_id": sid, "name": "n.txt"}]})
+    assert used.status_code == 403
+    assert mallory.delete(f"/files/{sid}/{fid}").status_code == 403
+    assert server_side.get(f"/download/{sid}/{fid}").content == b"nobody's"
+
+
 def test_open_mode_needs_no_credentials():
     live = LiveServer(SANDBOX_API_KEY="", SANDBOX_AUTH_OPEN="true").start()
     try:
@@ -97,3 +127,27 @@ def test_no_credential_configured_refuses_everything():
         assert response.status_code == 401 and "no credential configured" in response.json()["message"]
     finally:
         live.stop()
+
+
+@pytest.mark.parametrize("alg", ["HS256", "HS512", "ES256", "PS256", "none", "RS256", "EdDSA"])
+def test_tokens_naming_an_algorithm_the_key_cannot_verify_are_401(jwt_server, keys, alg):
+    # PyJWT raises TypeError (not a PyJWTError) when an HMAC or EC token meets an Ed25519 or RSA key.
+    import base64
+
+    def part(value: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    now = int(time.time())
+    forged = ".".join([part({"alg": alg, "typ": "JWT"}), part({"iss": "librechat", "aud": "codeapi", "sub": "x", "exp": now + 60}), "c2ln"])
+    for kid in ("lc-codeapi-2026-05", None):
+        head = {"alg": alg, "typ": "JWT", **({"kid": kid} if kid else {})}
+        forged = ".".join([part(head), forged.split(".")[1], "c2ln"])
+        response = bearer(jwt_server, forged).post("/exec", json={"lang": "py", "code": "print(1)"})
+        assert response.status_code == 401, (alg, kid, response.status_code, response.text)
+        assert response.json()["error"] == "unauthorized"
+
+
+@pytest.mark.parametrize("sub", ["", "   ", 7, None, ["a"], {"a": 1}])
+def test_tokens_without_a_usable_subject_are_401(jwt_server, keys, sub):
+    response = bearer(jwt_server, token(keys, sub=sub)).get("/files/AAAAAAAAAAAAAAAAAAAAA?detail=summary")
+    assert response.status_code == 401, (sub, response.text)

@@ -6,7 +6,8 @@ LONG = "a" * 300 + ".csv"
 
 
 def storage_files(server):
-    return sorted(p for p in server.storage.rglob("*") if p.is_file())
+    """Stored files (warm sandboxes' work areas come and go on their own)."""
+    return sorted(p for p in server.storage.rglob("*") if p.is_file() and "/.pool/" not in str(p))
 
 
 @pytest.fixture
@@ -111,7 +112,97 @@ def test_inputs_larger_than_the_work_area_are_413(api):
     assert "SANDBOX_DISK_MB" in response.json()["message"]
 
 
-def test_overlong_java_class_name_is_400(api):
+def test_overlong_java_class_name_fails_in_the_sandbox(api):
     name = "C" * 300
-    response = api.post("/exec", json={"lang": "java", "code": f"public class {name} {{ public static void main(String[] a) {{}} }}"})
+    result = api.exec("java", f"public class {name} {{ public static void main(String[] a) {{}} }}")
+    assert result["run"]["code"] != 0 and "longer than 200 characters" in result["stderr"], result
+
+
+def server_cpu_seconds(server) -> float:
+    """User + system CPU of the server's workers (clock ticks in /proc/<pid>/stat)."""
+    import os
+
+    total = 0
+    for pid in server.worker_pids():
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def test_hostile_java_costs_the_server_nothing(api, server):
+    # 1.2 MB of unclosed comments: the old server-side scan was quadratic (~7 s of server CPU for
+    # 45 KB, most of an hour for 1 MB). The scan now runs in the sandbox under its limits.
+    before = server_cpu_seconds(server)
+    result = api.exec("java", "/* " * 400_000)
+    spent = server_cpu_seconds(server) - before
+    assert result["run"]["code"] != 0, result
+    assert spent < 3, f"the server spent {spent:.1f} s of CPU on one request"
+
+
+# -- inputs that used to answer 500 (a traceback per request) ---------------------------------
+def raw_json(api, route, text: str, content_type="application/json"):
+    return api.post(route, data=text.encode("utf-8", "surrogatepass"), headers={"Content-Type": content_type})
+
+
+@pytest.mark.parametrize("timeout", ["1e400", "-1e400", "1e308", "18446744073709551617", "-0.0", '"5000"', "true"])
+def test_absurd_timeouts_are_ignored_not_500(api, timeout):
+    response = raw_json(api, "/exec", '{"lang": "bash", "code": "echo ok", "timeout": %s}' % timeout)
+    assert response.status_code == 200, response.text
+    assert response.json()["stdout"] == "ok\n"
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_non_json_constants_are_400(api, constant):
+    # Python's json module accepts them; JSON does not.
+    response = raw_json(api, "/exec", '{"lang": "bash", "code": "echo ok", "timeout": %s}' % constant)
     assert response.status_code == 400, response.text
+
+
+@pytest.mark.parametrize("field", ["args", "files", "code", "user_id"])
+def test_deeply_nested_values_are_400(api, unchanged_storage, field):
+    response = raw_json(api, "/exec", '{"lang": "py", "code": "print(1)", "%s": %s1%s}' % (field, "[" * 5000, "]" * 5000))
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "bad_request"
+
+
+@pytest.mark.parametrize("field", ["code", "user_id", "lang"])
+def test_lone_surrogates_are_400(api, unchanged_storage, field):
+    body = {"lang": "py", "code": "print(1)", field: "x\\ud800y"}
+    text = "{" + ", ".join(f'"{k}": "{v}"' for k, v in body.items()) + "}"
+    response = raw_json(api, "/exec", text)
+    assert response.status_code == 400, response.text
+    assert "Unicode" in response.json()["message"]
+
+
+@pytest.mark.parametrize("text", ["{", "not json", "\xff\xfe", '{"lang": "py", "code": "x"} trailing', "[1, 2,]", ""])
+def test_raw_non_json_bodies_on_exec_are_400(api, text):
+    response = raw_json(api, "/exec", text)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "bad_request"
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=X", ""])
+def test_exec_takes_json_only(api, content_type):
+    # A web page can send these three without a CORS preflight ("simple" requests).
+    response = raw_json(api, "/exec", '{"lang": "bash", "code": "echo hi"}', content_type)
+    assert response.status_code == 415, response.text
+    assert response.json()["error"] == "unsupported_media_type"
+
+
+@pytest.mark.parametrize("body", [
+    b"--X\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\r\nx\r\n--X--\r\n",  # no boundary param
+    b"--X\r\nContent-Disposition: form-data; name=\"file\"; filename=\"\xff\xfe.txt\"\r\n\r\nx\r\n--X--\r\n",
+    b"--X\r\nContent-Disposition: form-data; name=\"\xff\"\r\n\r\nx\r\n--X--\r\n",
+    b"--X\r\nContent-Type: text/plain\r\n\r\nno disposition\r\n--X--\r\n",
+    b"--X\r\nContent-Disposition: form-data; name=\"kind\"\r\n\r\n\xff\xfe\r\n--X\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\r\nx\r\n--X--\r\n",
+    b"--X\r\n" + b"Content-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n" * 2000 + b"\r\nx\r\n--X--\r\n",
+    b"\r\n--X--\r\n",
+])
+@pytest.mark.parametrize("route", ["/upload", "/upload/batch"])
+def test_malformed_multipart_is_4xx_json(api, unchanged_storage, body, route):
+    content_type = "multipart/form-data" if b"no boundary" in body or body.startswith(b"--X\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\r\nx") else "multipart/form-data; boundary=X"
+    response = api.post(route, data=body, headers={"Content-Type": content_type})
+    assert 400 <= response.status_code < 500, (response.status_code, response.text)
+    assert "error" in response.json()
+    assert not list((api.server.storage / ".incoming").iterdir())

@@ -34,3 +34,22 @@ def test_a_failing_check_is_not_ok():
 
     answer = BackgroundProbe(broken, 1.0, 5.0, 1.0)()
     assert answer["ok"] is False and "refused" in answer["error"]
+
+
+def test_health_reports_the_walls_versions_and_every_slot_free_on_a_fresh_server():
+    import requests
+
+    from tests.liveserver import LiveServer
+
+    live = LiveServer(SANDBOX_MAX_CONCURRENT_EXECUTIONS="3").start()
+    try:
+        body = requests.get(live.url + "/health", timeout=10).json()
+        assert body["slots"]["free"] == body["slots"]["total"] == 3, body["slots"]
+        components = body["engine"]["components"]
+        assert components["kernel"] and "unknown" not in components["kernel"], components
+        wanted = ("runc", "containerd", "dockerd") if body["engine"]["engine"] == "docker" else ("bubblewrap",)
+        for name in wanted:
+            assert components.get(name) and components[name][0].isdigit() or "bubblewrap" in components[name], (name, components)
+        assert "sandbox engine" in live.log_text()
+    finally:
+        live.stop()

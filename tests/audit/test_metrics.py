@@ -95,3 +95,19 @@ def test_metrics_need_no_credentials_and_only_get(server):
     assert requests.get(server.url + "/metrics", timeout=10).status_code == 200
     assert requests.get(server.url + "/v1/metrics", timeout=10).status_code == 200
     assert requests.post(server.url + "/metrics", timeout=10).status_code == 405
+
+
+def test_metrics_can_require_the_key():
+    from tests.liveserver import CANARY_KEY, LiveServer
+
+    live = LiveServer(SANDBOX_METRICS_REQUIRE_KEY="true").start()
+    try:
+        for headers in ({}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer wrong"}):
+            response = requests.get(live.url + "/metrics", headers=headers, timeout=10)
+            assert response.status_code == 401 and response.json()["error"] == "unauthorized", response.text
+        for headers in ({"X-API-Key": CANARY_KEY}, {"Authorization": f"Bearer {CANARY_KEY}"}):
+            response = requests.get(live.url + "/metrics", headers=headers, timeout=10)
+            assert response.status_code == 200 and "sandbox_slots_total" in response.text
+        assert requests.post(live.url + "/metrics", timeout=10).json()["error"] == "method_not_allowed"
+    finally:
+        live.stop()

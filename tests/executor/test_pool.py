@@ -13,9 +13,11 @@ from tests.liveserver import Client, LiveServer
 BACKEND = os.environ.get("SANDBOX_TEST_BACKEND", "docker")
 
 PROBE = r"""
-import os, sys, json, resource, signal
+import os, sys, json, pwd, resource, signal
 print(json.dumps({
-    "argv": sys.argv, "cwd": os.getcwd(), "uid": os.getuid(), "gid": os.getgid(), "name": __name__,
+    # (host uids differ by design: each slot and each warm sandbox has its own)
+    "argv": sys.argv, "cwd": os.getcwd(), "user": pwd.getpwuid(os.getuid()).pw_name, "unprivileged": os.getuid() >= 1000,
+    "same_gid": os.getgid() == os.getuid(), "name": __name__,
     "file": __file__, "path0": sys.path[0], "env": {k: v for k, v in os.environ.items() if k != "HOSTNAME"},
     "limits": {n: resource.getrlimit(getattr(resource, n)) for n in ("RLIMIT_NOFILE", "RLIMIT_FSIZE", "RLIMIT_CORE", "RLIMIT_NPROC")},
     "sigpipe": str(signal.getsignal(signal.SIGPIPE)), "tmp": sorted(os.listdir("/tmp")) == [] or sorted(os.listdir("/tmp")),

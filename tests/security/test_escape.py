@@ -170,3 +170,62 @@ def test_symlinks_never_bring_back_host_content(sandbox):
     out = sandbox.exec("bash", code)
     names = sorted(f["name"] for f in out["files"])
     assert names == ["real.txt"], names
+
+
+SYSCALL_PROBE = r"""
+import ctypes, errno, json, os, socket
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+def call(number, *args):
+    result = libc.syscall(ctypes.c_long(number), *[ctypes.c_ulong(a) for a in args])
+    return "ok" if result >= 0 else errno.errorcode.get(ctypes.get_errno(), str(ctypes.get_errno()))
+SOCKET, SOCKETPAIR, IOCTL, MODIFY_LDT, PERSONALITY = 41, 53, 16, 154, 135
+res = {}
+for name, family in [("AF_VSOCK", 40), ("AF_NETLINK", 16), ("AF_PACKET", 17), ("AF_KEY", 15), ("AF_ALG", 38),
+                     ("AF_BLUETOOTH", 31), ("AF_XDP", 44), ("AF_VSOCK_high_bits", (1 << 32) | 40),
+                     ("AF_INET_high_bits", (1 << 32) | 2), ("AF_UNIX", 1), ("AF_INET", 2), ("AF_INET6", 10)]:
+    res["socket " + name] = call(SOCKET, family, socket.SOCK_STREAM if family != 16 else socket.SOCK_RAW, 0)
+fds = (ctypes.c_int * 2)()
+res["socketpair AF_INET"] = "ok" if libc.socketpair(2, 1, 0, fds) == 0 else errno.errorcode[ctypes.get_errno()]
+res["socketpair AF_UNIX"] = "ok" if libc.socketpair(1, 1, 0, fds) == 0 else errno.errorcode[ctypes.get_errno()]
+fd = os.open("/dev/null", os.O_RDWR)
+res["TIOCSTI"] = call(IOCTL, fd, 0x5412, 0)
+res["TIOCSTI_high_bits"] = call(IOCTL, fd, (1 << 32) | 0x5412, 0)
+res["TCGETS"] = call(IOCTL, fd, 0x5401, 0)
+res["modify_ldt"] = call(MODIFY_LDT, 0, 0, 0)
+res["personality READ_IMPLIES_EXEC"] = call(PERSONALITY, 0x0400000)
+res["personality query"] = call(PERSONALITY, 0xFFFFFFFF)
+res["unknown syscall 600"] = call(600)
+print(json.dumps(res))
+"""
+
+
+def test_socket_families_ioctls_and_odd_calls_are_filtered(sandbox):
+    out = py(sandbox, SYSCALL_PROBE)
+    assert out["stderr"] == "", out["stderr"]
+    res = json.loads(out["stdout"])
+    for name in ("AF_VSOCK", "AF_NETLINK", "AF_PACKET", "AF_KEY", "AF_ALG", "AF_BLUETOOTH", "AF_XDP",
+                 "AF_VSOCK_high_bits", "AF_INET_high_bits"):
+        assert res[f"socket {name}"] in ("EAFNOSUPPORT", "EPERM"), (name, res)  # under gVisor every refusal is EPERM
+    for name in ("AF_UNIX", "AF_INET", "AF_INET6"):
+        assert res[f"socket {name}"] == "ok", (name, res)
+    assert res["socketpair AF_UNIX"] == "ok" and res["socketpair AF_INET"] in ("EAFNOSUPPORT", "EPERM"), res
+    # /dev/null is no terminal: an ioctl that reaches the kernel answers ENOTTY.
+    assert res["TIOCSTI"] == "EPERM" and res["TIOCSTI_high_bits"] == "EPERM", res
+    assert res["TCGETS"] == "ENOTTY", res
+    assert res["modify_ldt"] in ("EPERM", "ENOSYS"), res
+    assert res["personality READ_IMPLIES_EXEC"] != "ok", res
+    assert res["unknown syscall 600"] in ("ENOSYS", "EPERM"), res
+
+
+def test_shared_memory_is_size_capped(sandbox):
+    # /dev/shm is a tmpfs too (bwrap's /dev, Docker's shm): without a cap it fills to the memory limit.
+    code = (
+        "written = 0\ntry:\n    while written < 200 * 1024**2:\n        with open(f'/dev/shm/fill{written}', 'wb') as f:\n"
+        "            for _ in range(8):\n                f.write(b'x' * 1024**2); f.flush(); written += 1024**2\n"
+        "except OSError as e:\n    print('stopped', e.errno)\n"
+        "print('written_mb', written // 1024**2)\n"
+    )
+    out = py(sandbox, code)
+    assert "stopped 28" in out["stdout"], out  # ENOSPC
+    assert int(out["stdout"].split("written_mb")[1]) <= 64, out
