@@ -91,6 +91,13 @@ def test_the_admin_shows_the_store_s_entries(stack, tagged):
             browser.close()
 
 
+def test_the_service_name_is_an_allowed_host(stack):
+    """LibreChat's container calls http://sandbox:3081: compose.yml allows that Host header;
+    a name nobody configured is still refused (DNS rebinding)."""
+    assert requests.get(stack.url + "/health", headers={"Host": "sandbox:3081"}, timeout=10).status_code == 200
+    assert requests.get(stack.url + "/health", headers={"Host": "rebound.example"}, timeout=10).status_code == 400
+
+
 def test_a_sandbox_is_confined_as_on_a_host_install(stack, tagged):
     """The containerised server's grants (socket, SYS_ADMIN, the volume) do not reach the
     sandbox: the same uid, no capabilities, no network, no host path, no socket."""
