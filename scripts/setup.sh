@@ -37,6 +37,16 @@ if [ -n "$dev" ]; then
   # Node.js may come from elsewhere (NodeSource ships npm inside its nodejs package, which
   # conflicts with Debian's npm): install Debian's only when there is no npm at all.
   command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+  # The audit tests' MongoDB-compatible server (tests/mongo_store.py): SecantusDB, GPL-2.0, in
+  # a venv of its own outside the project (SECANTUSDB_VENV); a test tool only, never shipped.
+  secantus="${SECANTUSDB_VENV:-/opt/secantusdb}"
+  if [ "$("$secantus/bin/python" -c 'import importlib.metadata as m; print(m.version("secantusdb"))' 2>/dev/null)" != 0.7.0b3 ]; then
+    say "installing SecantusDB 0.7.0b3 (a test-only MongoDB-compatible server) into $secantus"
+    [ -x "$secantus/bin/python" ] || "$py" -m venv "$secantus"
+    "$secantus/bin/pip" install -q --disable-pip-version-check secantusdb==0.7.0b3
+  fi
+  # scripts/compose-test.sh drives docker/compose.yml with Debian's docker-compose (1.29).
+  apt_install docker-compose
   if [ ! -d tests/e2e/node_modules/@librechat/agents ] || [ tests/e2e/package-lock.json -nt tests/e2e/node_modules/.package-lock.json ]; then
     say "installing the @librechat/agents test client"
     (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error >/dev/null)

@@ -18,5 +18,9 @@ SANDBOX_TEST_POOL=off .venv/bin/python -m pytest tests/api tests/executor/test_b
 # And the same API suite, every language (under the same seccomp allow-list) and the warm-pool
 # tests on the bubblewrap backend (the escape suite already ran on it above).
 echo "== the API suite, all languages and the warm pool again on the bubblewrap backend =="
-SANDBOX_TEST_BACKEND=bwrap exec .venv/bin/python -m pytest tests/api tests/executor/test_basic_languages.py \
+SANDBOX_TEST_BACKEND=bwrap .venv/bin/python -m pytest tests/api tests/executor/test_basic_languages.py \
   tests/executor/test_all_languages.py tests/executor/test_pool.py
+# The server in its container (docker/compose.yml): the API suite and @librechat/agents again,
+# the audit in a MongoDB-compatible store, files across down/up (about 1-2 minutes).
+echo "== the compose stack =="
+SKIP_SETUP=1 exec scripts/compose-test.sh

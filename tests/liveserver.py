@@ -7,6 +7,7 @@ limit tests run quickly. Stopped by PID at the end.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -15,6 +16,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 
@@ -45,7 +47,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# SANDBOX_TEST_URL: run the HTTP tests against a server they did not start (scripts/compose-test.sh
+# points them at the compose stack; see ExternalServer).
+EXTERNAL_URL = os.environ.get("SANDBOX_TEST_URL", "").rstrip("/")
+
+
 class LiveServer:
+    def __new__(cls, **overrides: str):
+        if EXTERNAL_URL:
+            if overrides:
+                import pytest
+
+                pytest.skip(f"needs a server of its own with {', '.join(sorted(overrides))}; "
+                            f"SANDBOX_TEST_URL names one fixed server ({EXTERNAL_URL})")
+            return ExternalServer()
+        return super().__new__(cls)
+
     def __init__(self, **overrides: str):
         self.data_dir = Path(tempfile.mkdtemp(prefix="codeinterp-test-", dir="/var/tmp"))
         self.port = free_port()
@@ -119,6 +136,51 @@ class LiveServer:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+class ExternalServer:
+    """The server at SANDBOX_TEST_URL, started by someone else with BASE_ENV's settings and
+    CANARY_KEY (scripts/compose-test.sh: the compose stack). Its data dir must be readable here
+    at SANDBOX_TEST_DATA_DIR (the compose volume has the same path on the host and in the
+    container); manage.py runs in SANDBOX_TEST_CONTAINER (docker exec); log_text() is the
+    container's log."""
+
+    def __init__(self):
+        self.url = EXTERNAL_URL
+        self.port = urlsplit(EXTERNAL_URL).port
+        self.data_dir = Path(os.environ["SANDBOX_TEST_DATA_DIR"])
+        self.container = os.environ["SANDBOX_TEST_CONTAINER"]
+        self.env: dict[str, str] = {}
+        self.process = None
+
+    @property
+    def storage(self) -> Path:
+        return self.data_dir / "storage"
+
+    def manage(self, *args: str, **extra_env: str) -> subprocess.CompletedProcess:
+        env_args = [f"--env={key}={value}" for key, value in extra_env.items()]
+        return subprocess.run(["docker", "exec", *env_args, self.container, "python3", "manage.py", *args],
+                              check=False, capture_output=True, text=True, timeout=300)
+
+    def start(self) -> ExternalServer:
+        response = requests.get(self.url + "/health", timeout=10)
+        assert response.status_code == 200, f"{self.url} is not healthy: {response.text}"
+        return self
+
+    def worker_pids(self) -> list[int]:
+        import pytest
+
+        pytest.skip("the workers of an external server are not this test's to signal")
+
+    def stop(self) -> None:
+        pass  # not ours
+
+    def log_text(self) -> str:
+        done = subprocess.run(["docker", "logs", self.container], check=False, capture_output=True, timeout=60)
+        return (done.stdout + done.stderr).decode(errors="replace")
+
+    def __repr__(self) -> str:
+        return f"ExternalServer({self.url}, container {shlex.quote(self.container)})"
 
 
 class Client:

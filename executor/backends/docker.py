@@ -404,6 +404,10 @@ class DockerBackend:
         result.wall_ms = int((time.monotonic() - started) * 1000)
         state = self.api.inspect_container(cid)["State"]
         result.exit_code = waited.get("StatusCode", state.get("ExitCode"))
+        if reported is not None and not (result.timed_out or collector.truncated):
+            # The runner reported, and without accounting (a containerised server, a systemd
+            # engine) the container was killed to stop it: the status is the program's, not 137.
+            result.exit_code = reported
         result.oom_killed = bool(state.get("OOMKilled"))
         if result.exit_code is not None and 128 < result.exit_code <= 128 + 64:  # died of a signal
             result.signal = result.exit_code - 128
