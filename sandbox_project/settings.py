@@ -83,6 +83,14 @@ SANDBOX_FRONT_HEADER_TIMEOUT_S = c.integer("SANDBOX_FRONT_HEADER_TIMEOUT_S", 10,
 SANDBOX_FRONT_BODY_TIMEOUT_S = c.integer("SANDBOX_FRONT_BODY_TIMEOUT_S", 30, 1, 3600)
 SANDBOX_FRONT_MAX_CONNECTIONS = c.integer("SANDBOX_FRONT_MAX_CONNECTIONS", 4096, 64, 1_000_000)
 
+# --- stateful workspaces (runtime_sessions) -----------------------------------------------
+# The "stateful" execution profile: /mnt/data's files kept between executions with the same
+# runtime_session_hint, per user. Off: the server is the "default" profile only, and answers
+# a request that expects "stateful" with 409 execution_profile_mismatch.
+SANDBOX_STATEFUL = c.boolean("SANDBOX_STATEFUL", False)
+SANDBOX_RUNTIME_SESSION_IDLE_S = c.integer("SANDBOX_RUNTIME_SESSION_IDLE_S", 2100, 1)  # LibreChat's cold-after: 35 min
+SANDBOX_RUNTIME_SESSION_WAIT_MS = c.integer("SANDBOX_RUNTIME_SESSION_WAIT_MS", 15000, 0, 600_000)
+
 # --- files --------------------------------------------------------------------------------
 SANDBOX_MAX_UPLOAD_MB = c.integer("SANDBOX_MAX_UPLOAD_MB", 150, 1)
 SANDBOX_MAX_BATCH_FILES = c.integer("SANDBOX_MAX_BATCH_FILES", 200, 1)
@@ -132,6 +140,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "storage",
     "executor",
+    "runtime_sessions",
     "audit",
 ]
 
@@ -140,6 +149,7 @@ MIDDLEWARE = [
     "sandbox_project.middleware.FrontProxyMiddleware",
     "sandbox_project.middleware.NormalizePathMiddleware",
     "sandbox_project.middleware.ForeignOriginMiddleware",
+    "sandbox_project.middleware.ExecutionProfileMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
