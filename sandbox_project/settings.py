@@ -83,6 +83,13 @@ SANDBOX_FRONT_HEADER_TIMEOUT_S = c.integer("SANDBOX_FRONT_HEADER_TIMEOUT_S", 10,
 SANDBOX_FRONT_BODY_TIMEOUT_S = c.integer("SANDBOX_FRONT_BODY_TIMEOUT_S", 30, 1, 3600)
 SANDBOX_FRONT_MAX_CONNECTIONS = c.integer("SANDBOX_FRONT_MAX_CONNECTIONS", 4096, 64, 1_000_000)
 
+# --- programmatic tool calling (programmatic/) -----------------------------------------------
+# A run holds its slot while it waits for tool results: at most this many runs per user at once,
+# and programmatic runs together at most SANDBOX_PTC_MAX_SLOTS slots (0: half of them).
+SANDBOX_PTC_MAX_RUN_S = c.integer("SANDBOX_PTC_MAX_RUN_S", 600, 10, 86400)
+SANDBOX_PTC_RUNS_PER_USER = c.integer("SANDBOX_PTC_RUNS_PER_USER", 2, 1, 1000)
+SANDBOX_PTC_MAX_SLOTS = c.integer("SANDBOX_PTC_MAX_SLOTS", 0, 0, 1000)
+
 # --- stateful workspaces (runtime_sessions) -----------------------------------------------
 # The "stateful" execution profile: /mnt/data's files kept between executions with the same
 # runtime_session_hint, per user. Off: the server is the "default" profile only, and answers
@@ -141,6 +148,7 @@ INSTALLED_APPS = [
     "storage",
     "executor",
     "runtime_sessions",
+    "programmatic",
     "audit",
 ]
 
