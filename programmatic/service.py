@@ -60,6 +60,7 @@ MAX_TOOLS = 100
 MAX_ROUND_TRIPS = 20  # as many continuations as @librechat/agents makes
 MAX_CALLS_PER_STEP = 200
 MAX_CALLS_LINE = 8 << 20  # one batch of calls, as the sandbox writes it
+MAX_STATUS_LINE = 64  # "<exit code>\n"
 TIMEOUT_DEFAULT_MS, TIMEOUT_MIN_MS, TIMEOUT_MAX_MS = 15_000, 1_000, 300_000
 REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 CHECK_S = 0.05  # how often a step looks at its sandbox and at a cancel
@@ -378,8 +379,11 @@ def advance(run: ProgrammaticRun, request, fds: dict[str, int]) -> dict:
                     sizes[kind] += min(len(chunk), max(room, 0))
                     return (STDOUT_LIMIT if kind == "stdout" else STDERR_LIMIT) if len(chunk) > room else None
                 buffers[kind] += chunk
+                # The program can write into both channels: neither may grow without bound.
                 if kind == "calls" and len(buffers[kind]) > MAX_CALLS_LINE:
                     return "tool calls larger than the server accepts"
+                if kind == "status" and len(buffers[kind]) > MAX_STATUS_LINE:
+                    return "an exit status larger than the server accepts"
                 return None
 
             while outcome is None:
