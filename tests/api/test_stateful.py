@@ -128,3 +128,19 @@ def test_idle_workspaces_expire():
         assert not list(live.storage.rglob("runtime/rt_*/files/y.txt")), folders
     finally:
         live.stop()
+
+
+def test_a_workspace_keeps_the_disk_quota():
+    live = LiveServer(SANDBOX_STATEFUL="true", SANDBOX_DISK_MB="48").start()
+    try:
+        client = stateful(live)
+        fill = "head -c 30M /dev/zero > {name}.bin && echo stored || echo refused"
+        assert run(client, fill.format(name="one"), hint="v2:user:quota")["stdout"] == "stored\n"
+        # The first file is back in /mnt/data: a second one does not fit beside it.
+        second = run(client, fill.format(name="two"), hint="v2:user:quota")
+        assert second["stdout"] == "refused\n", second
+        kept = run(client, "ls; du -sm . | cut -f1", hint="v2:user:quota")["stdout"].split()
+        # (what is left of the partial second file stays too: the program left it)
+        assert kept[0] == "one.bin" and int(kept[-1]) <= 48 + 2, kept  # the work area's 1 MiB of slack for the code
+    finally:
+        live.stop()
