@@ -40,7 +40,7 @@ from django.utils import timezone
 from audit.events import record
 from executor import slots, teardown
 from executor.backends import get_backend
-from executor.backends.base import Limits, SandboxUnavailable, read_available
+from executor.backends.base import Limits, SandboxUnavailable, read_available, runner_status
 from executor.pipeline import collect_outputs, resolve_inputs
 from executor.workspace import Workspace, WorkspaceError
 from sandbox_project.errors import ApiError, bad_request
@@ -400,7 +400,7 @@ def advance(run: ProgrammaticRun, request, fds: dict[str, int]) -> dict:
                 if outcome is not None:
                     break
                 if buffers["status"].endswith(b"\n"):
-                    outcome = ("done", _status(buffers["status"]))
+                    outcome = ("done", runner_status(bytes(buffers["status"])))
                 elif b"\n" in buffers["calls"]:
                     outcome = ("calls", buffers["calls"].split(b"\n", 1)[0])
                 elif time.monotonic() >= next_check:
@@ -412,7 +412,7 @@ def advance(run: ProgrammaticRun, request, fds: dict[str, int]) -> dict:
                         for kind in ("status", "calls"):
                             take(kind, read_available(fds[kind], limit=1 << 20))
                         if buffers["status"].endswith(b"\n"):
-                            outcome = ("done", _status(buffers["status"]))
+                            outcome = ("done", runner_status(bytes(buffers["status"])))
                         else:
                             outcome = ("done", None)  # without its report: a crash, an OOM kill
             for kind in sinks:  # what was written just before the end
@@ -429,13 +429,6 @@ def advance(run: ProgrammaticRun, request, fds: dict[str, int]) -> dict:
     if outcome[0] == "done":
         return finish(run, request, exit_code=outcome[1])
     return finish(run, request, error=outcome[1])
-
-
-def _status(raw: bytes) -> int | None:
-    try:
-        return int(raw.split(b"\n", 1)[0]) & 0xFF
-    except ValueError:
-        return None
 
 
 def _ask_for_tools(run: ProgrammaticRun, line: bytes, request) -> dict | None:

@@ -65,6 +65,18 @@ def read_available(fd: int, limit: int = 1 << 16) -> bytes:
     return b"".join(chunks)
 
 
+def runner_status(raw: bytes) -> int | None:
+    """The exit status a runner reports ("<0-255>\\n"), or None for anything else. One parser
+    for every path (warm Docker and bwrap runs, programmatic runs): the program can write into
+    the status FIFO too, so a forged or odd line (b"300\\n", b"-1\\n", b"0x1\\n") means "no
+    report" everywhere, and the sandbox's own end decides."""
+    line, newline, _ = raw.partition(b"\n")
+    if not newline or not line.isdigit() or len(line) > 3:
+        return None
+    status = int(line)
+    return status if status <= 255 else None
+
+
 class SandboxUnavailable(RuntimeError):
     """The backend cannot run anything now (the engine does not answer, the image or rootfs
     is missing): the client gets 503 sandbox_unavailable, /health says why."""

@@ -46,7 +46,7 @@ from django.conf import settings
 
 from sandbox_project.timing import phase, phase_mark
 
-from .base import SANDBOX_UID, Limits, RunResult, RunSpec, SandboxGone, kernel_release, passwd_lines, read_available, slot_uid, version_of
+from .base import SANDBOX_UID, Limits, RunResult, RunSpec, SandboxGone, kernel_release, passwd_lines, read_available, runner_status, slot_uid, version_of
 from .cgroups import CgroupError, CgroupTree, ExecutionCgroup
 from .seccomp import SeccompUnavailable, build_bpf
 
@@ -483,11 +483,7 @@ class BwrapBackend:
         status = bytes(buffers["status"])
         code = None
         if not (result.timed_out or result.output_truncated):
-            if status.endswith(b"\n"):
-                try:
-                    code = int(status.split(b"\n")[0])
-                except ValueError:
-                    code = None
+            code = runner_status(status)
             if code is None:
                 code = _bwrap_exit(buffers["exit"])
         result.exit_code = 128 + 9 if code is None else code  # otherwise: killed, as a cold run would be

@@ -33,6 +33,7 @@ from .base import (
     SandboxUnavailable,
     kernel_release,
     passwd_lines,
+    runner_status,
     slot_uid,
     version_of,
 )
@@ -114,16 +115,6 @@ class OutputCollector:
 
     def text(self, stream: int) -> str:
         return bytes(self.streams[stream]).decode("utf-8", errors="replace")
-
-
-def _exit_status(status: bytes) -> int | None:
-    """The runner's "<status>\\n", or None for anything else (the program can write there)."""
-    if not status.endswith(b"\n") or len(status) > 8:
-        return None
-    try:
-        return int(status.strip()) & 0xFF
-    except ValueError:
-        return None
 
 
 class DockerBackend:
@@ -444,7 +435,7 @@ class DockerBackend:
         result.output_truncated = collector.truncated
         result.stdout = collector.text(_STDOUT)
         result.stderr = collector.text(_STDERR)
-        reported = _exit_status(bytes(status))
+        reported = runner_status(bytes(status))
         if reported is not None and not (result.timed_out or collector.truncated):
             # The runner says the program is over, but the FIFO belongs to the program, which
             # may have forged that. Stop every process of the execution now, synchronously,
