@@ -14,17 +14,14 @@ from pathlib import Path
 
 from django.conf import settings
 
+from .backends import get_backend
+from .backends.base import longest_run_s
 from .workspace import Workspace
 
 log = logging.getLogger("sandbox.housekeeping")
 REAP_INTERVAL_S = 15
 OVERDUE_INTERVAL_S = 1.0  # how often overdue sandboxes are looked for (cheap: one engine query)
 _started = False
-
-
-def max_run_seconds() -> float:
-    budget_ms = settings.SANDBOX_COMPILE_TIMEOUT_MS + settings.SANDBOX_TIMEOUT_MS + 2000 + settings.SANDBOX_LEASE_MARGIN_MS
-    return budget_ms / 1000
 
 
 def mounted_work_areas() -> list[Path]:
@@ -46,7 +43,7 @@ def stale_work_areas(now: float | None = None) -> list[Path]:
     now = now or time.time()
     stale = []
     for point in mounted_work_areas():
-        longest = settings.SANDBOX_PTC_MAX_RUN_S + 30 if point.name.startswith("ptc_") else max_run_seconds()
+        longest = settings.SANDBOX_PTC_MAX_RUN_S + 30 if point.name.startswith("ptc_") else longest_run_s()
         try:
             if point.stat().st_mtime < now - longest:
                 stale.append(point)
@@ -56,8 +53,6 @@ def stale_work_areas(now: float | None = None) -> list[Path]:
 
 
 def sweep() -> dict:
-    from .backends import get_backend
-
     removed = {"containers": 0, "work_areas": 0}
     try:
         removed["containers"] = get_backend().reap()
@@ -90,8 +85,6 @@ def start_background_reaper() -> None:
     def overdue_loop():
         """A run whose worker died ends at its deadline: any worker kills it (backends that
         can see such runs; a bwrap sandbox dies with its worker by itself)."""
-        from .backends import get_backend
-
         from django.db import close_old_connections
 
         from programmatic.service import reap_overdue
@@ -99,9 +92,7 @@ def start_background_reaper() -> None:
         while True:
             time.sleep(OVERDUE_INTERVAL_S)
             try:
-                kill = getattr(get_backend(), "kill_overdue", None)
-                if kill is not None:
-                    kill()
+                get_backend().kill_overdue()
             except Exception as error:  # the engine may be down; the next round tries again
                 log.debug("overdue sweep failed", extra={"error": str(error)[:200]})
             try:

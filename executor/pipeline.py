@@ -150,7 +150,7 @@ class Command:
 def command_for(language: Language, source: str, args: list[str], limits: Limits) -> Command:
     run = [*language.fill(language.run, source), *args]
     if not language.compile:
-        return Command(run, limits.timeout_ms)
+        return Command(run, limits.budget_ms(compiled=False))
     # Compile and run in one sandbox. The compile step's end is told to the server's clock by a
     # marker on stderr (random now, so the code cannot hold it); the sandbox's clock, not a
     # timer inside the sandbox, decides what timed out. Compiler chatter goes to stderr.
@@ -161,8 +161,7 @@ def command_for(language: Language, source: str, args: list[str], limits: Limits
         f"printf '\\n%s\\n' {token} >&2; "
         f'exec {shlex.join(language.fill(language.run, source))} "$@"'
     )
-    budget_ms = limits.compile_timeout_ms + limits.timeout_ms + 2000
-    return Command(["sh", "-c", script, "main", *args], budget_ms, f"\n{token}\n".encode())
+    return Command(["sh", "-c", script, "main", *args], limits.budget_ms(compiled=True), f"\n{token}\n".encode())
 
 
 def execute(data, caller, request=None) -> dict:

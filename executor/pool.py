@@ -32,7 +32,8 @@ from django.utils import timezone
 
 from storage.ids import new_id
 
-from .backends.base import Limits, SandboxGone, pool_uid
+from .backends import get_backend
+from .backends.base import Limits, SandboxGone, longest_run_s, pool_uid
 from .languages import find_language
 from .models import WarmSandbox
 from .workspace import Workspace, unmount
@@ -86,8 +87,7 @@ def workspace(name: str, owner: int) -> Workspace:
 
 
 def max_life_s() -> float:
-    run_ms = settings.SANDBOX_COMPILE_TIMEOUT_MS + settings.SANDBOX_TIMEOUT_MS + settings.SANDBOX_LEASE_MARGIN_MS
-    return settings.SANDBOX_POOL_MAX_AGE_S + run_ms / 1000
+    return settings.SANDBOX_POOL_MAX_AGE_S + longest_run_s()
 
 
 # -- used by the executions ------------------------------------------------------------------
@@ -115,8 +115,6 @@ def enforce_deadlines() -> int:
     """Kills the programs of taken sandboxes past their deadline (the keeper, every
     DEADLINE_ROUND_S). Only the processes: the worker, if alive, still collects what the program
     left and removes the sandbox; if it died, the abandoned-sandbox rule of tend() does."""
-    from .backends import get_backend
-
     killed = 0
     for member in members().filter(state="taken", deadline__lt=timezone.now()):
         try:
@@ -159,8 +157,6 @@ def close_pipes(pipes: dict[str, int] | None) -> None:
 
 
 def release(member: WarmSandbox, ws: Workspace) -> None:
-    from .backends import get_backend
-
     try:
         get_backend().pool_release(member.container_id, member.name)
     finally:
@@ -170,8 +166,6 @@ def release(member: WarmSandbox, ws: Workspace) -> None:
 
 # -- used by the keeper ----------------------------------------------------------------------
 def start_member(language_key: str) -> WarmSandbox:
-    from .backends import get_backend
-
     backend = get_backend()
     name = new_id()
     owner = pool_uid(members().values_list("owner", flat=True))
@@ -196,8 +190,6 @@ def start_member(language_key: str) -> WarmSandbox:
 
 
 def destroy_member(member: WarmSandbox) -> None:
-    from .backends import get_backend
-
     get_backend().pool_destroy(member.container_id, member.name)
     workspace(member.name, member.owner).close()
     member.delete()
@@ -205,8 +197,6 @@ def destroy_member(member: WarmSandbox) -> None:
 
 def running_pool_members() -> set[str]:
     """Handles of this server's sandboxes that still run."""
-    from .backends import get_backend
-
     handles = members().exclude(state="retired").values_list("container_id", flat=True)
     return get_backend().pool_alive(set(handles), instance())
 
@@ -275,8 +265,6 @@ def clear_all(keep_taken: bool) -> int:
     start (keep_taken: a keeper that was restarted leaves the sandboxes workers are running
     programs in to them, and to their deadlines) and at server stop (everything: the workers
     have stopped by then)."""
-    from .backends import get_backend
-
     backend = get_backend()
     taken = list(members().filter(state="taken")) if keep_taken else []
     removed = backend.pool_clear(instance(), keep={m.container_id for m in taken})

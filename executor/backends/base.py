@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 # The uid:gid a program sees itself run as under bwrap (the `sandbox` user of the image); the
 # host uid behind it, and the uid of a Docker container, come from the functions below.
@@ -133,6 +132,24 @@ class Limits:
             nofile=settings.SANDBOX_NOFILE,
         )
 
+    # -- time: the one place the budgets are computed ------------------------------------------
+    def budget_ms(self, compiled: bool) -> int:
+        """The sandbox's backstop budget: the run limit, and for a compiled language the
+        compile limit and a little slack for the step between the two."""
+        return self.compile_timeout_ms + self.timeout_ms + COMPILE_SLACK_MS if compiled else self.timeout_ms
+
+
+COMPILE_SLACK_MS = 2000
+
+
+def longest_run_s() -> float:
+    """The longest any one execution can hold a sandbox, a slot or a work area: the largest
+    budget the settings allow plus the slot lease's margin. What the sweeps wait before they
+    call something abandoned."""
+    from django.conf import settings
+
+    return (Limits.from_settings().budget_ms(compiled=True) + settings.SANDBOX_LEASE_MARGIN_MS) / 1000
+
 
 class SandboxClock:
     """The sandbox's own deadline, the one authority on "timed out" (an exit status proves
@@ -207,7 +224,7 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
 
 
-class StandingSandboxes(Protocol):
+class StandingSandboxes:
     """Sandboxes that outlive the request that started them (programmatic runs wait for tool
     results between HTTP requests, served by any worker): every confinement of a cold run,
     driven only through FIFOs in the work area's code/ folder, seen and ended through their
@@ -217,36 +234,94 @@ class StandingSandboxes(Protocol):
     def standing_start(self, name: str, argv: list[str], ws, limits: Limits, lifetime_s: float, labels=None) -> str:
         """Starts argv (which sends its output to the FIFOs itself); it never runs longer
         than lifetime_s, whoever watches it."""
-        ...
+        raise NotImplementedError
 
     def standing_running(self, handle: str, name: str) -> bool:
         """Whether a task of the sandbox can still act."""
-        ...
+        raise NotImplementedError
 
     def standing_stop(self, handle: str, name: str) -> bool:
         """Kills every process and waits until none can act again (test_stop.py's rule)."""
-        ...
+        raise NotImplementedError
 
     def standing_stats(self, handle: str, name: str) -> tuple[int | None, int | None, int]:
         """(peak memory bytes, CPU ms, OOM kills)."""
-        ...
+        raise NotImplementedError
 
     def standing_destroy(self, handle: str, name: str) -> None:
         """Removes what is left (container, cgroup, alias); idempotent."""
-        ...
+        raise NotImplementedError
 
 
-class Backend(StandingSandboxes, Protocol):
+class WarmSandboxes:
+    """The warm pool's side of a backend (executor/pool.py is backend-neutral): a sandbox with
+    every limit of a cold run, started ahead of time running the warm runner, claimed by one
+    execution, then destroyed. `handle` is what pool_start returned (a row's container_id);
+    `name` keys the accounting cgroup; `instance` names the server that owns the pool."""
+
+    # Whether every warm run reports on the FIFOs (else only the Python runner does, and an
+    # exec'd program's output comes some other way, e.g. Docker's attach stream).
+    pool_pipes_always: bool = False
+
+    def pool_start(self, name: str, argv: list[str], ws, limits: Limits, deadline_s: float, instance: str,
+                   self_redirecting: bool = False) -> str:
+        """Starts the warm runner as ws.owner; it never lives longer than deadline_s.
+        self_redirecting: the runner sends its output to the FIFOs itself."""
+        raise NotImplementedError
+
+    def pool_alive(self, handles: set[str], instance: str) -> set[str]:
+        """The handles whose sandbox still runs."""
+        raise NotImplementedError
+
+    def pool_finish(self, handle: str, name: str, spec: RunSpec, begin, pipes: dict | None) -> RunResult:
+        """Calls begin() (which hands the argv to the runner), reads the program's output and
+        status under spec's caps and clock, and returns only once no process of the sandbox can
+        act again (test_stop.py's rule). Raises SandboxGone when the sandbox had ended."""
+        raise NotImplementedError
+
+    def pool_kill(self, handle: str, name: str) -> None:
+        """Ends every process of the sandbox now (the keeper, at a run's deadline)."""
+        raise NotImplementedError
+
+    def pool_release(self, handle: str, name: str) -> None:
+        """After a run, in the teardown thread: removes what is left; idempotent."""
+        raise NotImplementedError
+
+    def pool_destroy(self, handle: str, name: str) -> None:
+        """Removes a sandbox no run used (aged, dead, or the pool shrinking); idempotent."""
+        raise NotImplementedError
+
+    def pool_clear(self, instance: str, keep=frozenset()) -> int:
+        """Removes every warm sandbox of `instance` but `keep` (a keeper starting afresh)."""
+        raise NotImplementedError
+
+
+class Backend(StandingSandboxes, WarmSandboxes):
+    """What the rest of the server may ask of a sandbox backend (SANDBOX_BACKEND picks one:
+    docker.DockerBackend, bwrap.BwrapBackend); nothing else. A backend knows nothing of HTTP,
+    users or the storage layout, and raises SandboxUnavailable when it cannot run anything."""
+
     def owner_uid(self, slot: int) -> int:
         """The host uid that must own /mnt/data for an execution in this slot."""
-        ...
+        raise NotImplementedError
 
-    def run(self, spec: RunSpec) -> RunResult: ...
+    def run(self, spec: RunSpec) -> RunResult:
+        """One cold execution: returns once every process of it has ended."""
+        raise NotImplementedError
 
     def probe(self, argv: list[str]) -> str:
         """stdout of a short trusted command in the sandbox runtime (version probes)."""
-        ...
+        raise NotImplementedError
 
-    def health(self) -> dict: ...
+    def health(self) -> dict:
+        """{"ok": bool, ...}: whether it can run anything now, and the walls' versions."""
+        raise NotImplementedError
 
-    def reap(self) -> int: ...
+    def reap(self) -> int:
+        """Removes what dead workers left (every worker's housekeeping, every 15 s)."""
+        raise NotImplementedError
+
+    def kill_overdue(self) -> int:
+        """Kills running sandboxes past their deadline whose worker may have died (every second).
+        Backends whose sandboxes die with their worker have nothing to do."""
+        return 0

@@ -46,7 +46,8 @@ from django.conf import settings
 
 from sandbox_project.timing import phase, phase_mark
 
-from .base import SANDBOX_UID, Limits, RunResult, RunSpec, SandboxGone, kernel_release, passwd_lines, read_available, runner_status, slot_uid, version_of
+from .base import SANDBOX_UID, Backend, Limits, RunResult, RunSpec, SandboxGone, kernel_release, passwd_lines, read_available, runner_status, slot_uid, version_of
+from ..workspace import Workspace
 from .cgroups import CgroupError, CgroupTree, ExecutionCgroup
 from .seccomp import SeccompUnavailable, build_bpf
 
@@ -115,7 +116,7 @@ def _data_pipe(content: bytes) -> int:
     return read_end
 
 
-class BwrapBackend:
+class BwrapBackend(Backend):
     name = "bwrap"
 
     def __init__(self):
@@ -608,7 +609,6 @@ class BwrapBackend:
         """stdout of a short trusted command, same confinement, in a throw-away work area."""
         import tempfile
 
-        from executor.workspace import Workspace
 
         limits = Limits(
             timeout_ms=120_000, compile_timeout_ms=0, memory_mb=1024, pids=256, cpus=1.0,

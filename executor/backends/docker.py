@@ -27,11 +27,13 @@ from sandbox_project.timing import phase, phase_mark
 
 from .. import teardown
 from .base import (
+    Backend,
     SANDBOX_UID,
     RunResult,
     RunSpec,
     SandboxUnavailable,
     kernel_release,
+    longest_run_s,
     passwd_lines,
     runner_status,
     slot_uid,
@@ -117,7 +119,7 @@ class OutputCollector:
         return bytes(self.streams[stream]).decode("utf-8", errors="replace")
 
 
-class DockerBackend:
+class DockerBackend(Backend):
     name = "docker"
 
     def __init__(self):
@@ -485,9 +487,7 @@ class DockerBackend:
         worker reads a stopped container's state within a second), and the empty accounting
         cgroups dead workers left."""
         if self.accounting:
-            from executor.housekeeping import max_run_seconds
-
-            self.accounting.sweep(max_run_seconds() + REAP_GRACE_S)
+            self.accounting.sweep(longest_run_s() + REAP_GRACE_S)
         removed = 0
         now = time.time()
         for info in self.api.containers(all=True, filters={"label": LABEL}):

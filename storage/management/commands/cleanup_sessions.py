@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from audit.ttl import delete_expired_rows
 from executor import housekeeping
+from executor.backends.base import longest_run_s
 from runtime_sessions import service as runtime_sessions
 from storage import store
 from storage.ids import is_valid_id
@@ -44,7 +45,7 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="print what would be removed, remove nothing")
 
     def handle(self, *args, dry_run=False, **options):
-        grace_s = housekeeping.max_run_seconds()
+        grace_s = longest_run_s()
         cutoff = timezone.now() - timedelta(seconds=grace_s)
         report = {"sessions": 0, "files": 0, "bytes": 0, "work_areas": 0, "containers": 0, "audit_rows": 0,
                   "workspaces": 0}
