@@ -79,9 +79,7 @@ def parse_request(data, caller, stateful: bool = False) -> ExecRequest:
     timeout = data.get("timeout")
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < 1e12:
         timeout = None  # honoured when sensible, never a reason to reject (spec item 10); 1e400 is inf
-    user_id = caller.user_id or _text(data.get("user_id"))
-    if user_id and "\0" in user_id:
-        raise bad_request("'user_id' must not contain a NUL character")
+    user_id = user_id_of(caller, data)
     # A hint means something only where the stateful profile serves the request; elsewhere it
     # is ignored unread, as the official service's stateless mode does.
     hint = runtime_sessions.parse_hint(data.get("runtime_session_hint")) if stateful else None
@@ -95,6 +93,15 @@ def parse_request(data, caller, stateful: bool = False) -> ExecRequest:
         requested_lang=lang,
         runtime_hint=hint,
     )
+
+
+def user_id_of(caller, data: dict) -> str | None:
+    """The user a request acts for: a verified JWT's sub, else the body's user_id (trusted
+    from the shared key's holder, as LibreChat sends it)."""
+    user_id = getattr(caller, "user_id", None) or _text(data.get("user_id"))
+    if user_id and "\0" in user_id:
+        raise bad_request("'user_id' must not contain a NUL character")
+    return user_id
 
 
 def _text(value) -> str | None:
@@ -273,7 +280,7 @@ def _run_warm(req, session, source, command: Command, limits, slot, member, held
 def _prime(ws: Workspace, req: ExecRequest, source: str, held=None) -> None:
     ws.write_code(source, req.code)
     if held is not None:  # the stateful workspace's files first; the request's inputs replace them
-        runtime_sessions.restore_into(held, ws.data, ws.owner)
+        runtime_sessions.restore_into(held, ws.data, ws.owner, inputs=req.inputs.keys())
     for name, stored in req.inputs.items():
         ws.place_input(name, store.absolute_path(stored))
 
@@ -282,7 +289,8 @@ def _respond(req, session, ws, result, limits, held=None) -> dict:
     files, deleted, truncation = collect_outputs(ws.data, req.inputs, session, held)
     if held is not None:
         everything, _ = walk(ws.data, settings.SANDBOX_MAX_OUTPUT_DEPTH, set(), all_hidden=True)
-        runtime_sessions.save_from(held, everything)
+        left_out = runtime_sessions.save_from(held, everything)  # what the workspace could not keep
+        truncation = [*truncation, *left_out[:MAX_TRUNCATION_ENTRIES], *_more(len(left_out))]
     response = {
         "session_id": session.id,
         "stdout": result.stdout,

@@ -34,6 +34,8 @@ def _input_error(error: OSError, what: str) -> ApiError:
         return ApiError(413, "payload_too_large", f"{what} does not fit in /mnt/data (SANDBOX_DISK_MB)")
     if error.errno == errno.ENAMETOOLONG:
         return ApiError(400, "bad_request", f"the file name of {what} is too long")
+    if error.errno in (errno.EISDIR, errno.ENOTDIR, errno.EEXIST):
+        return ApiError(400, "bad_request", f"{what} clashes with a folder or file of the same name")
     raise error
 
 
@@ -106,7 +108,7 @@ class Workspace:
         for part in name.split("/")[:-1]:
             parent = parent / part
             if parent.is_symlink() or (parent.exists() and not parent.is_dir()):
-                raise WorkspaceError(f"input path conflict at {name!r}")
+                raise ApiError(400, "bad_request", f"input {name!r} needs a folder where a file of that name is")
             if not parent.exists():
                 parent.mkdir()
                 os.chown(parent, self.owner, self.owner)

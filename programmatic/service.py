@@ -41,9 +41,12 @@ from audit.events import record
 from executor import slots, teardown
 from executor.backends import get_backend
 from executor.backends.base import Limits, SandboxUnavailable, read_available, runner_status
-from executor.pipeline import collect_outputs, resolve_inputs
+from executor.pipeline import collect_outputs, resolve_inputs, user_id_of
 from executor.workspace import Workspace, WorkspaceError
+from rest_framework.exceptions import ParseError
+
 from sandbox_project.errors import ApiError, bad_request
+from sandbox_project.parsers import loads
 from storage import store
 from storage.ids import new_id
 from storage.models import StoredFile
@@ -57,6 +60,7 @@ RUNNER = "/opt/sandbox/bin/ptc_runner.py"
 # the sandbox's uid needs both. Only this run's sandbox has this folder.
 FIFOS = {"stdout": 0o666, "stderr": 0o666, "status": 0o666, "calls": 0o666, "results": 0o666}
 MAX_TOOLS = 100
+MAX_TOOLS_JSON = 1 << 20  # the tool list is written into the run's work area, beside the code
 MAX_ROUND_TRIPS = 20  # as many continuations as @librechat/agents makes
 MAX_CALLS_PER_STEP = 200
 MAX_CALLS_LINE = 8 << 20  # one batch of calls, as the sandbox writes it
@@ -121,16 +125,40 @@ def _tools(value, lang: str) -> tuple[list[dict], list[str]]:
         name = tool["name"]
         if len(name) > 200:
             raise bad_request("a tool name may be at most 200 characters")
+        if "\0" in name:
+            raise bad_request("a tool name must not contain a NUL character")
         ident = name_of(name)
         if not ident or not ident.isidentifier():
             raise bad_request(f"tool {name[:80]!r} has no usable name in the sandbox")
         if ident in seen:
             raise bad_request(f'Tools "{seen[ident][:80]}" and "{name[:80]}" both become "{ident}" in the sandbox')
         seen[ident] = name
-        parameters = tool.get("parameters") if isinstance(tool.get("parameters"), dict) else {}
+        parameters = _parameters(tool.get("parameters"), name)
         description = tool.get("description") if isinstance(tool.get("description"), str) else ""
         tools.append({"name": name, "description": description[:4000], "parameters": parameters})
+    if len(json.dumps(tools)) > MAX_TOOLS_JSON:
+        raise bad_request(f"The tool definitions may hold at most {MAX_TOOLS_JSON >> 20} MiB of JSON")
     return tools, [t["name"] for t in tools]
+
+
+def _parameters(value, name: str) -> dict:
+    """A tool's JSON schema, as far as the stubs read it: `properties` an object, `required` a
+    list of its names. Anything else would break the runner before the program starts."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise bad_request(f"tool {name[:80]!r}: 'parameters' must be a JSON-schema object")
+    properties = value.get("properties", {})
+    if properties is None:
+        properties = {}
+    if not isinstance(properties, dict) or any("\0" in key or not key for key in properties):
+        raise bad_request(f"tool {name[:80]!r}: 'parameters.properties' must be an object of named properties")
+    required = value.get("required", [])
+    if required is None:
+        required = []
+    if not isinstance(required, list) or not all(isinstance(item, str) for item in required):
+        raise bad_request(f"tool {name[:80]!r}: 'parameters.required' must be a list of property names")
+    return {**value, "properties": properties, "required": required}
 
 
 def _lang(data) -> str:
@@ -156,25 +184,30 @@ def start(data, caller, request) -> dict:
     code = data.get("code")
     if not isinstance(code, str) or not code.strip():
         raise bad_request("Missing required field: code")
+    if "\0" in code:
+        raise bad_request("'code' must not contain a NUL character")
     lang = _lang(data)
     tools, names = _tools(data.get("tools"), lang)
     timeout_ms = _timeout_ms(data.get("timeout"))
     inputs = resolve_inputs(data.get("files"), caller)
     request_id = _request_id(request)
-    user_id = getattr(caller, "user_id", None) or (data.get("user_id").strip()[:255] if isinstance(data.get("user_id"), str) else None)
+    user_id = user_id_of(caller, data)
     owner = owner_of(caller)
-    _admit(user_id)
     max_run_s = settings.SANDBOX_PTC_MAX_RUN_S
-    slot_token = SLOT_PREFIX + secrets.token_hex(16)
+    slot_token = _slot_token(user_id)
+    if slots.held_with_prefix(SLOT_PREFIX) >= ptc_slots():  # refuse early when it is plain
+        raise slots.rate_limited("every slot for programmatic runs is taken")
     slot, _ = slots.acquire(slot_token, max_run_s + settings.SANDBOX_LEASE_MARGIN_MS / 1000)
     session = None
     run = None
     try:
+        _admit(user_id, slot_token)
         session = store.new_session("exec", user_id)
         backend = get_backend()
         area = store.session_dir(session) / "workspace" / f"ptc_{session.id}"
         limits = Limits.from_settings(timeout_ms)
-        ws = Workspace(area, limits.disk_mb, len(code.encode()) + (1 << 20), backend.owner_uid(slot)).open()
+        # The tool list lives beside the code, not in the program's disk quota.
+        ws = Workspace(area, limits.disk_mb, len(code.encode()) + MAX_TOOLS_JSON + (1 << 20), backend.owner_uid(slot)).open()
         try:
             ws.write_code("main.py" if lang == "python" else "script.sh", code)
             (ws.code / ".ptc_tools.json").write_text(json.dumps(tools))
@@ -216,16 +249,24 @@ def start(data, caller, request) -> dict:
     return advance(run, request, fds)
 
 
-def _admit(user_id: str | None) -> None:
+def _slot_token(user_id: str | None) -> str:
+    """A programmatic run's slot holder: the prefix says it is one, and whose (a hash of the
+    user; '-' for none), so the caps below count slot rows, the thing they protect."""
+    who = hashlib.sha256(user_id.encode()).hexdigest()[:12] if user_id else "-"
+    return f"{SLOT_PREFIX}{who}-{secrets.token_hex(12)}"
+
+
+def _admit(user_id: str | None, slot_token: str) -> None:
     """A slow tool keeps its run's slot busy: so a user (when the request names one: a JWT's
     sub, or user_id) may have only SANDBOX_PTC_RUNS_PER_USER runs at once, and programmatic
     runs together only SANDBOX_PTC_MAX_SLOTS slots; the others stay for /exec. Over either:
-    429, as for a full queue."""
+    429, as for a full queue. Counted after this run's slot is taken (reserve, then verify),
+    so concurrent starts cannot all pass a check made before any of them held anything."""
     if user_id:
-        live = ProgrammaticRun.objects.filter(user_id=user_id, deadline__gt=timezone.now()).count()
-        if live >= settings.SANDBOX_PTC_RUNS_PER_USER:
-            raise slots.rate_limited(f"{live} programmatic runs of this user are running")
-    if slots.held_with_prefix(SLOT_PREFIX) >= ptc_slots():
+        mine = slots.held_with_prefix(slot_token.rsplit("-", 1)[0] + "-")
+        if mine > settings.SANDBOX_PTC_RUNS_PER_USER:
+            raise slots.rate_limited(f"{mine - 1} programmatic runs of this user are running")
+    if slots.held_with_prefix(SLOT_PREFIX) > ptc_slots():
         raise slots.rate_limited("every slot for programmatic runs is taken")
 
 
@@ -269,15 +310,17 @@ def continue_run(data, caller, request) -> dict:
             raise bad_request(f"tool_results[{item['call_id'][:64]}] was not issued by the sandbox for this execution")
         by_id[item["call_id"]] = item
     request_id = _request_id(request)
+    if request_id:  # first: a refused request id (409) must leave the token usable
+        _remember(request_id, run, run.owner)
     # Single use: only the request that turns the token's row from waiting to running goes on.
     now = timezone.now()
     taken = ProgrammaticRun.objects.filter(pk=run.pk, state="waiting", token_hash=_hash(token)).update(
         state="running", token_hash="", step_deadline=now + timedelta(milliseconds=run.timeout_ms))
     if not taken:
+        if request_id:
+            ProgrammaticRequest.objects.filter(request_id=request_id, run=run).delete()
         raise ApiError(404, "not_found", "Execution not found or expired")
     run.refresh_from_db()
-    if request_id:
-        _remember(request_id, run, run.owner)
     answers = []
     for call_id in run.pending:
         item = by_id.get(call_id, {"is_error": True, "error_message": "no result was sent for this call"})
@@ -418,6 +461,9 @@ def advance(run: ProgrammaticRun, request, fds: dict[str, int]) -> dict:
             for kind in sinks:  # what was written just before the end
                 if take(kind, read_available(fds[kind], limit=cap + 1)) and outcome[0] != "error":
                     outcome = ("error", STDOUT_LIMIT if kind == "stdout" else STDERR_LIMIT)
+    except Exception:  # whatever went wrong here, the run ends now rather than waiting for the reaper
+        log.exception("reading a programmatic run failed", extra={"run": run.id})
+        outcome = ("error", "the server could not read the sandbox's output")
     finally:
         for fd in fds.values():
             os.close(fd)
@@ -433,9 +479,9 @@ def advance(run: ProgrammaticRun, request, fds: dict[str, int]) -> dict:
 
 def _ask_for_tools(run: ProgrammaticRun, line: bytes, request) -> dict | None:
     """Answers tool_call_required, or returns None after setting run.ending_error."""
-    try:
-        calls = json.loads(line).get("calls")
-    except (ValueError, AttributeError):
+    try:  # the program writes this line: strict and depth-bounded, like a request body
+        calls = loads(line).get("calls")
+    except (ParseError, AttributeError):
         calls = None
     if not isinstance(calls, list) or not calls or len(calls) > MAX_CALLS_PER_STEP:
         run.ending_error = "sandbox emitted an empty pending tool call block; aborting to avoid a tight retry loop"
@@ -478,8 +524,9 @@ def finish(run: ProgrammaticRun, request, exit_code=None, error: str | None = No
     try:
         stopped = backend.standing_stop(run.handle, run.id) if run.handle else True
         peak, cpu_ms, oom_kills = backend.standing_stats(run.handle, run.id) if run.handle else (None, None, 0)
-    except Exception as failure:
+    except Exception as failure:  # then nothing says it has stopped: its files are not read
         log.warning("cannot stop a programmatic run", extra={"run": run.id, "error": str(failure)})
+        stopped = False
         peak, cpu_ms, oom_kills = None, None, 0
     outputs = {kind: path.read_bytes().decode("utf-8", "replace") if path.exists() else "" for kind, path in output_files(run).items()}
     if error is None and outcome == "gone":
@@ -491,7 +538,9 @@ def finish(run: ProgrammaticRun, request, exit_code=None, error: str | None = No
     ws = Workspace(work_area(run), 0, 0, run.owner_uid)
     body: dict
     files: list = []
-    if error is None and stopped:
+    if error is None and not stopped:
+        error = "the sandbox could not be stopped"
+    if error is None:
         inputs = {name: f for name, f in ((n, StoredFile.objects.filter(pk=i).select_related("session").first())
                                           for n, i in run.inputs.items()) if f is not None}
         try:

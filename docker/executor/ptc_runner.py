@@ -346,4 +346,14 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except SystemExit:
+        raise
+    except BaseException:  # the runner itself failed (before or around the program): say so, never a silent kill
+        import traceback
+
+        traceback.print_exc()
+        if len(sys.argv) > 1 and sys.argv[1] != "call":
+            report(1)
+        raise
