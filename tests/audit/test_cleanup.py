@@ -22,7 +22,7 @@ LABEL = "org.librechat.codeinterp"
 
 @pytest.fixture(scope="module")
 def cleanup_server():
-    live = LiveServer().start()
+    live = LiveServer(SANDBOX_TIMEOUT_MS="60000").start()
     yield live
     live.stop()
 
@@ -144,9 +144,14 @@ def test_cleanup_while_an_execution_runs(cleanup_server):
     doomed = api.upload("doomed.txt", b"old")
     expire(server, doomed["session_id"], timedelta(days=3))
     ref = {"id": source["files"][0]["fileId"], "session_id": source["session_id"], "name": "input.txt"}
+    # The program waits for the test's word (a file the test drops into its /mnt/data once
+    # cleanup is done), not for a time: cleanup may take long on a loaded machine.
     code = (
-        "import time\n"
-        "time.sleep(4)\n"
+        "import os, time\n"
+        "give_up = time.monotonic() + 50\n"
+        "while not os.path.exists('/mnt/data/go') and time.monotonic() < give_up:\n"
+        "    time.sleep(0.05)\n"
+        "os.unlink('/mnt/data/go')\n"
         "data = open('/mnt/data/input.txt').read()\n"
         "open('result.txt', 'w').write(data.upper())\n"
         "print('done')\n"
@@ -172,11 +177,23 @@ def test_cleanup_while_an_execution_runs(cleanup_server):
         assert set(areas) <= set(mounted_areas(server)), "cleanup must not touch a running execution's work area"
         assert runner.is_alive(), "the execution should still be running"
     finally:
+        for area in running_data_dirs(server):
+            go = area / "go"
+            go.write_text("")
+            go.chmod(0o666)
         runner.join(60)
     assert outcome.get("http_status") == 200 and outcome.get("stdout") == "done\n", outcome
     made = [f for f in outcome["files"] if f["name"] == "result.txt"]
     assert made and api.get(f"/download/{outcome['session_id']}/{made[0]['id']}").content == b"INPUT DATA"
     assert doomed["session_id"] not in session_ids(server)
+
+
+def running_data_dirs(server: LiveServer) -> list[Path]:
+    """/mnt/data of every sandbox of this server that holds input.txt (cold or warm)."""
+    root = str(server.data_dir.resolve())
+    with open("/proc/self/mountinfo") as mounts:
+        points = [Path(line.split()[4]) for line in mounts if line.split()[4].startswith(root + "/")]
+    return [point / "data" for point in points if (point / "data" / "input.txt").exists()]
 
 
 def mounted_areas(server: LiveServer) -> list[str]:

@@ -127,8 +127,9 @@ def test_model_matches_the_seed_schema():
     assert AuditLog._meta.db_table == "sandbox_audit_logs"
     indexed = {tuple(index.fields) for index in AuditLog._meta.indexes}
     assert indexed == {("-created_at",), ("action",), ("user_id",), ("session_id",)}
+    # The seed's actions, and one for /exec/programmatic (which the seed predates; docs/AUDIT.md)
     assert {c for c, _ in AuditLog._meta.get_field("action").choices} == {
-        "upload", "exec", "download", "files_list", "auth_failure", "delete", "batch_upload"}
+        "upload", "exec", "download", "files_list", "auth_failure", "delete", "batch_upload", "programmatic"}
     assert {c for c, _ in AuditLog._meta.get_field("status").choices} == {"success", "error", "denied"}
 
 
