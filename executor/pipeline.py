@@ -258,7 +258,7 @@ def _run_warm(req, session, source, command: Command, limits, slot, member):
 def _prime(ws: Workspace, req: ExecRequest, source: str) -> None:
     ws.write_code(source, req.code)
     for name, stored in req.inputs.items():
-        ws.place_input(name, store.absolute_path(stored))
+        ws.place_input(name, lambda target, stored=stored: store.copy_into(stored, target))
 
 
 def _respond(req, session, ws, result, limits) -> dict:

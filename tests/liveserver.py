@@ -41,6 +41,19 @@ BASE_ENV = {
 }
 
 
+# SANDBOX_TEST_S3_ENDPOINT: every server the tests start keeps its files in that S3-compatible
+# store instead of on local disk (tests/object_store.py starts SeaweedFS for it).
+if os.environ.get("SANDBOX_TEST_S3_ENDPOINT"):
+    BASE_ENV.update({
+        "SANDBOX_STORAGE_BACKEND": "s3",
+        "SANDBOX_S3_ENDPOINT_URL": os.environ["SANDBOX_TEST_S3_ENDPOINT"],
+        "SANDBOX_S3_BUCKET": os.environ.get("SANDBOX_TEST_S3_BUCKET", "codeinterp-test"),
+        "SANDBOX_S3_ACCESS_KEY_ID": os.environ.get("SANDBOX_TEST_S3_KEY", "codeinterp"),
+        "SANDBOX_S3_SECRET_ACCESS_KEY": os.environ.get("SANDBOX_TEST_S3_SECRET", "codeinterp-secret"),
+    })
+STORE = BASE_ENV.get("SANDBOX_STORAGE_BACKEND", "local")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
