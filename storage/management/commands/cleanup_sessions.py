@@ -79,9 +79,14 @@ class Command(BaseCommand):
                 store.delete_file(stored)
             self.stdout.write(f"{'would remove' if dry_run else 'removed'} {said}")
 
-        # 3. Audit rows past their TTL (SQL only).
+        # 3. Audit rows past their TTL (SQL only); slot rows of servers gone for good.
         if not dry_run:
             report["audit_rows"] = delete_expired_rows()
+            from executor.slots import forget_gone_hosts
+
+            gone = forget_gone_hosts()
+            if gone:
+                self.stdout.write(f"removed {gone} slot rows of servers not seen for an hour")
 
         verb = "would remove" if dry_run else "removed"
         self.stdout.write(
