@@ -82,6 +82,9 @@ SANDBOX_FRONT = c.choice("SANDBOX_FRONT", "nginx", ("nginx", "none"))
 SANDBOX_FRONT_HEADER_TIMEOUT_S = c.integer("SANDBOX_FRONT_HEADER_TIMEOUT_S", 10, 1, 3600)
 SANDBOX_FRONT_BODY_TIMEOUT_S = c.integer("SANDBOX_FRONT_BODY_TIMEOUT_S", 30, 1, 3600)
 SANDBOX_FRONT_MAX_CONNECTIONS = c.integer("SANDBOX_FRONT_MAX_CONNECTIONS", 4096, 64, 1_000_000)
+# SIGTERM (sandbox_project/drain.py): how long /health says "draining" while everything is
+# still served, before the front stops accepting: the time a load balancer needs to notice.
+SANDBOX_DRAIN_DELAY_S = c.integer("SANDBOX_DRAIN_DELAY_S", 0, 0, 600)
 
 # --- files --------------------------------------------------------------------------------
 SANDBOX_MAX_UPLOAD_MB = c.integer("SANDBOX_MAX_UPLOAD_MB", 150, 1)
