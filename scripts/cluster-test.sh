@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The cluster, tested end to end (scripts/cluster.sh, 3 replicas behind HAProxy, PostgreSQL,
+# SeaweedFS): the API suite and the real @librechat/agents client through the balancer, then
+# tests/cluster (a file stored through one replica used through every other, a replica
+# SIGKILLed mid-load, a rolling restart under load, the database restarting mid-load), and
+# the cluster taken down again. Extra arguments go to both pytest runs.
+#   SKIP_SETUP=1   do not run scripts/setup.sh --dev first
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$here"
+. scripts/common.sh
+[ -n "${SKIP_SETUP:-}" ] || scripts/setup.sh --dev
+started=$(date +%s)
+
+# Four consecutive free loopback ports: the balancer, then one per replica.
+export CLUSTER_PORT="$(.venv/bin/python -c '
+import random, socket
+for _ in range(200):
+    base = random.randrange(20000, 60000)
+    try:
+        socks = [socket.create_server(("127.0.0.1", base + n)) for n in range(4)]
+    except OSError:
+        continue
+    for s in socks:
+        s.close()
+    print(base)
+    break')"
+export CLUSTER_DIR="/var/tmp/codeinterp-cluster-$CLUSTER_PORT"
+# The settings the API suite expects of its server (tests/liveserver.py's BASE_ENV, its key);
+# short slot leases, so that a killed replica's slots come back within seconds.
+eval "$(.venv/bin/python -c 'import shlex; from tests.liveserver import BASE_ENV
+for k, v in BASE_ENV.items():
+    if k != "SANDBOX_HOST": print(f"export {k}={shlex.quote(v)}")')"
+export SANDBOX_LEASE_MARGIN_MS=2000
+
+cleanup() {
+  set +e
+  scripts/cluster.sh down
+  say "cluster test took $(( $(date +%s) - started )) s in all"
+}
+trap cleanup EXIT
+scripts/cluster.sh up 3
+
+export SANDBOX_TEST_URL="http://127.0.0.1:$CLUSTER_PORT" SANDBOX_TEST_DATA_DIR="$CLUSTER_DIR/r1"
+export SANDBOX_TEST_MANAGE="scripts/cluster.sh manage 1"
+export SANDBOX_TEST_LOGS="$CLUSTER_DIR/r1.log:$CLUSTER_DIR/r2.log:$CLUSTER_DIR/r3.log"
+echo "== the API suite and @librechat/agents through the balancer =="
+.venv/bin/python -m pytest tests/api tests/e2e "$@"
+echo "== the cluster itself: files across replicas, a replica killed, a rolling restart, the database restarting =="
+.venv/bin/python -m pytest tests/cluster "$@"
