@@ -42,7 +42,7 @@ trap cleanup EXIT
 scripts/cluster.sh up 3
 
 export SANDBOX_TEST_URL="http://127.0.0.1:$CLUSTER_PORT" SANDBOX_TEST_DATA_DIR="$CLUSTER_DIR/r1"
-export SANDBOX_TEST_MANAGE="scripts/cluster.sh manage 1"
+export SANDBOX_TEST_MANAGE="scripts/cluster.sh manage 1" SANDBOX_TEST_FRONT=haproxy
 export SANDBOX_TEST_LOGS="$CLUSTER_DIR/r1.log:$CLUSTER_DIR/r2.log:$CLUSTER_DIR/r3.log"
 echo "== the API suite and @librechat/agents through the balancer =="
 .venv/bin/python -m pytest tests/api tests/e2e "$@"

@@ -10,6 +10,7 @@ and headers, bad bytes; what answers must answer JSON too.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import string
 
@@ -188,6 +189,11 @@ def test_malformed_http_answers_json_or_nothing(server, payload):
     status = int(status_line.split()[1])
     assert status < 500, answer[:500]
     headers = head.decode("latin-1").lower()
+    if status == 400 and os.environ.get("SANDBOX_TEST_FRONT") == "haproxy" and b"Your browser sent an invalid request" in body:
+        # Behind scripts/cluster.sh's HAProxy (Debian's 2.6): a request its HTTP/1 parser
+        # refuses is answered by the parser itself, which ignores `errorfile 400` (HAProxy
+        # issue 3032, fixed in 3.2). Still a 400, and it never reached a replica.
+        return
     if status >= 400:
         assert "content-type: application/json" in headers, answer[:500]
         assert b'"error"' in body, answer[:500]
