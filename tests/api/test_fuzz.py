@@ -9,6 +9,7 @@ and headers, bad bytes; what answers must answer JSON too.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -170,6 +171,9 @@ def raw_exchange(server, payload: bytes) -> bytes:
             sock.shutdown(socket.SHUT_WR)
         except (BrokenPipeError, ConnectionResetError):
             pass
+        except OSError as error:  # the peer already closed (a balancer that answered and hung up)
+            if error.errno != errno.ENOTCONN:
+                raise
         chunks = []
         try:
             while chunk := sock.recv(65536):
