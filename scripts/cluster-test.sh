@@ -34,7 +34,12 @@ for k, v in BASE_ENV.items():
 export SANDBOX_LEASE_MARGIN_MS=2000
 
 cleanup() {
+  local status=$?
   set +e
+  if [ "$status" != 0 ] && [ -d "$CLUSTER_DIR" ]; then  # what the replicas said, for whoever reads the failure
+    keep="/var/tmp/codeinterp-cluster-logs-$CLUSTER_PORT"; mkdir -p "$keep"; cp "$CLUSTER_DIR"/*.log "$keep"/ 2>/dev/null
+    say "the cluster's logs are kept in $keep"
+  fi
   scripts/cluster.sh down
   say "cluster test took $(( $(date +%s) - started )) s in all"
 }

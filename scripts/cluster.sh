@@ -21,6 +21,7 @@
 #   scripts/cluster.sh start N      start replica N again (same data dir, same name)
 #   scripts/cluster.sh restart N    stop N, then start N (one step of a rolling restart)
 #   scripts/cluster.sh db stop|start    stop (fast) or start PostgreSQL
+#   scripts/cluster.sh s3 stop|start    stop or start the object store (its data is kept)
 #   scripts/cluster.sh manage N [NAME=value...] ARGS...   manage.py ARGS with replica N's settings, in its namespace
 #   scripts/cluster.sh env N        replica N's settings, as shell lines
 #   scripts/cluster.sh down         remove everything this script made, and only that
@@ -104,6 +105,38 @@ make_db() {
 }
 
 # -- SeaweedFS -----------------------------------------------------------------------------
+start_s3() {
+  alive "$state/s3.pid" && return 0
+  # SeaweedFS's parts talk over unix sockets in $TMPDIR named by port: a folder of this
+  # cluster's own (another SeaweedFS on the machine uses the same names in /tmp), emptied of
+  # what a killed one left.
+  mkdir -p "$state/s3/tmp"; rm -f "$state/s3/tmp"/seaweedfs-*.sock
+  setsid nsenter --net="/run/netns/$ns-s3" env TMPDIR="$state/s3/tmp" "$weed" server -dir="$state/s3/data" -ip="$net.3" -ip.bind="$net.3" \
+    -s3 -s3.port=8333 -s3.config="$state/s3/identities.json" -master.volumeSizeLimitMB=256 -volume.max=16 \
+    >>"$state/s3.log" 2>&1 </dev/null &
+  echo $! >"$state/s3.pid"
+}
+
+s3_answers() {  # the bucket answers a listing with the cluster's credentials
+  local s3_key s3_secret
+  read -r s3_key s3_secret <"$state/s3-credentials"
+  nsexec lb "$py" - "$s3_key" "$s3_secret" <<EOF >/dev/null 2>&1
+import sys, boto3
+s3 = boto3.client("s3", endpoint_url="http://$net.3:8333", region_name="us-east-1",
+                  aws_access_key_id=sys.argv[1], aws_secret_access_key=sys.argv[2])
+s3.list_objects_v2(Bucket="codeinterp", MaxKeys=1)
+EOF
+}
+
+stop_s3() {
+  alive "$state/s3.pid" || return 0
+  local pid; pid="$(cat "$state/s3.pid")"
+  kill -TERM "$pid"
+  for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.2; done
+  kill -KILL "$pid" 2>/dev/null || true
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+}
+
 make_s3() {
   [ -x "$weed" ] || die "SeaweedFS is not installed ($weed; scripts/setup.sh --dev installs it)"
   mkdir -p "$state/s3/data"; chmod 700 "$state/s3"
@@ -111,10 +144,7 @@ make_s3() {
   read -r s3_key s3_secret <"$state/s3-credentials"
   (umask 077; printf '{"identities":[{"name":"codeinterp","credentials":[{"accessKey":"%s","secretKey":"%s"}],"actions":["Admin","Read","Write","List","Tagging"]}]}\n' \
     "$s3_key" "$s3_secret" >"$state/s3/identities.json")
-  setsid nsenter --net="/run/netns/$ns-s3" "$weed" server -dir="$state/s3/data" -ip="$net.3" -ip.bind="$net.3" \
-    -s3 -s3.port=8333 -s3.config="$state/s3/identities.json" -master.volumeSizeLimitMB=256 -volume.max=16 \
-    >>"$state/s3.log" 2>&1 </dev/null &
-  echo $! >"$state/s3.pid"
+  start_s3
   for _ in $(seq 1 150); do
     if nsexec lb "$py" - "$s3_key" "$s3_secret" <<EOF 2>/dev/null
 import sys, boto3
@@ -324,7 +354,8 @@ down() {
   [ -d "$state" ] || { say "nothing to remove at $state"; return 0; }
   local n pid
   for n in $(seq 1 "$(replicas)"); do kill_replica "$n"; done
-  for part in haproxy s3; do
+  stop_s3
+  for part in haproxy; do
     if alive "$state/$part.pid"; then pid="$(cat "$state/$part.pid")"; kill -TERM "$pid"; sleep 0.5; kill -KILL "$pid" 2>/dev/null || true; fi
   done
   stop_db
@@ -352,6 +383,12 @@ case "$command" in
   start) start_replica "${1:?replica number}"; wait_replica "$1" ;;
   restart) stop_replica "${1:?replica number}"; start_replica "$1"; wait_replica "$1" ;;
   db) case "${1:-}" in stop) stop_db ;; start) start_db ;; *) die "db stop|start" ;; esac ;;
+  s3)
+    case "${1:-}" in
+      stop) stop_s3 ;;
+      start) start_s3; for _ in $(seq 1 150); do s3_answers && exit 0; sleep 0.4; done; die "SeaweedFS did not come back; see $state/s3.log" ;;
+      *) die "s3 stop|start" ;;
+    esac ;;
   manage)  # leading NAME=value words are settings on top of the replica's
     n="${1:?replica number}"; shift; extra=()
     while [ $# -gt 0 ] && [[ "$1" =~ ^[A-Z][A-Z0-9_]*= ]]; do extra+=("$1"); shift; done

@@ -26,6 +26,7 @@ outputs, inputs and downloads move in blocks of at most SANDBOX_S3_PART_MB.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import shutil
 import threading
@@ -37,6 +38,7 @@ from django.conf import settings
 
 from sandbox_project.errors import ApiError
 
+log = logging.getLogger("sandbox.storage")
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 BLOCK = 1 << 20
 
@@ -53,6 +55,7 @@ class StorageUnavailable(ApiError):
     """The object store does not answer (down, unreachable, refusing our credentials)."""
 
     def __init__(self, detail: str):
+        log.error("the object store is not answering", extra={"error": detail[:300]})
         super().__init__(503, "storage_unavailable", "The server's file storage is not answering; retry shortly",
                          headers={"Retry-After": "5"}, detail=detail[:200])
 

@@ -284,3 +284,28 @@ def test_the_database_restarting_costs_only_the_calls_in_that_window_with_clean_
         assert json.loads(call.body)["error"] in ("database_unavailable", "service_unavailable"), call.body[:300]
         assert stopping_from - load.threads <= call.index < recovered_from + load.threads, (call.index, stopping_from, recovered_from)
     assert all(c.status == 200 for c in calls if c.index >= recovered_from + load.threads)
+
+
+def test_the_object_store_away_fails_only_the_calls_that_move_files_with_clean_503s():
+    kept = upload(b"kept while the store was away\n", "kept.txt")
+    sid, fid = kept["session_id"], kept["files"][0]["fileId"]
+    cluster("s3", "stop")
+    try:
+        refused = requests.post(url() + "/v1/upload", headers=HEADERS, files={"file": ("new.txt", b"x")}, timeout=120)
+        assert refused.status_code == 503 and refused.json()["error"] == "storage_unavailable", refused.text
+        download = requests.get(f"{url()}/v1/download/{sid}/{fid}", headers=HEADERS, timeout=120)
+        assert download.status_code == 503 and download.json()["error"] == "storage_unavailable", download.text
+        # Code without files still runs, and the replicas stay in the balancer.
+        ran = requests.post(url() + "/v1/exec", headers=HEADERS, json={"lang": "py", "code": "print('ok')"}, timeout=120)
+        assert ran.status_code == 200 and ran.json()["stdout"] == "ok\n"
+        health = wait_for(lambda: (lambda h: h if not h["storage"]["ok"] else None)(
+            requests.get(url() + "/health", timeout=30).json()), "/health saw the store gone")
+        assert health["status"] == "ok", health
+    finally:
+        cluster("s3", "start")
+    # Back by itself: the store's S3 gateway may take a moment more than its listing to
+    # answer downloads; no replica needs a restart.
+    back = wait_for(lambda: (lambda r: r if r.status_code == 200 else None)(
+        requests.get(f"{url()}/v1/download/{sid}/{fid}", headers=HEADERS, timeout=120)), "the file downloads again", rounds=150)
+    assert back.content == b"kept while the store was away\n"
+    assert upload(b"after\n", "after.txt")["files"][0]["size"] == 6
