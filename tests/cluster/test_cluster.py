@@ -309,3 +309,20 @@ def test_the_object_store_away_fails_only_the_calls_that_move_files_with_clean_5
         requests.get(f"{url()}/v1/download/{sid}/{fid}", headers=HEADERS, timeout=120)), "the file downloads again", rounds=150)
     assert back.content == b"kept while the store was away\n"
     assert upload(b"after\n", "after.txt")["files"][0]["size"] == 6
+
+
+def test_cleanup_sessions_removes_expired_files_from_the_bucket():
+    stored = upload(b"expires\n", "old.txt", replica=1)
+    sid, fid = stored["session_id"], stored["files"][0]["fileId"]
+    key = psql(f"SELECT path FROM storage_storedfile WHERE id = '{fid}'")
+    exists = ("from storage.backends import current; s = current(); import sys\n"
+              f"print(any(o['Key'] == s.object_key({key!r}) for o in "
+              f"s.client.list_objects_v2(Bucket=s.bucket, Prefix=s.object_key({key!r})).get('Contents', [])))")
+    assert cluster("manage", "2", "shell", "-v0", "-c", exists).strip().splitlines()[-1] == "True"
+    # Expired a day ago (longer than any run's grace), then cleaned up from another replica.
+    psql(f"UPDATE storage_session SET expires_at = now() - interval '1 day' WHERE id = '{sid}'")
+    psql(f"UPDATE storage_storedfile SET expires_at = now() - interval '1 day' WHERE session_id = '{sid}'")
+    out = cluster("manage", "3", "cleanup_sessions")
+    assert f"removed session {sid}" in out, out
+    assert cluster("manage", "2", "shell", "-v0", "-c", exists).strip().splitlines()[-1] == "False"
+    assert requests.get(f"{url()}/v1/download/{sid}/{fid}", headers=HEADERS, timeout=60).status_code == 404
