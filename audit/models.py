@@ -10,7 +10,7 @@ from bson import ObjectId
 from django.db import models
 from django.utils import timezone
 
-ACTIONS = ("upload", "batch_upload", "exec", "download", "files_list", "delete", "auth_failure")
+ACTIONS = ("upload", "batch_upload", "exec", "programmatic", "download", "files_list", "delete", "auth_failure")
 STATUSES = ("success", "error", "denied")
 COLLECTION = "sandbox_audit_logs"
 

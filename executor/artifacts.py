@@ -37,6 +37,7 @@ class FoundFile:
     root: Path  # the data dir it lies under
     size: int  # apparent size: a sparse file is charged what a copy of it writes
     inode: tuple[int, int] = (0, 0)  # (st_dev, st_ino): hard links share it
+    mtime_ns: int = 0
 
     def open(self):
         return open_beneath(self.root, self.name)
@@ -67,9 +68,10 @@ def extension_allowed(name: str) -> bool:
     return "." in base[1:] and base.rsplit(".", 1)[1].lower() in ALLOWED_EXTENSIONS
 
 
-def walk(data_dir: Path, max_depth: int, keep_hidden: set[str]) -> tuple[list[FoundFile], list[dict]]:
+def walk(data_dir: Path, max_depth: int, keep_hidden: set[str], all_hidden: bool = False) -> tuple[list[FoundFile], list[dict]]:
     """Regular files below data_dir, and what was passed over (too deep). Folders are entered
-    through file descriptors opened with O_NOFOLLOW, never by path."""
+    through file descriptors opened with O_NOFOLLOW, never by path. Hidden folders are passed
+    over unless named in keep_hidden (or all_hidden: a stateful workspace keeps them)."""
     found: list[FoundFile] = []
     skipped: list[dict] = []
 
@@ -85,7 +87,7 @@ def walk(data_dir: Path, max_depth: int, keep_hidden: set[str]) -> tuple[list[Fo
             except OSError:
                 continue
             if stat.S_ISDIR(info.st_mode):
-                if entry.name.startswith(".") and rel not in keep_hidden:
+                if entry.name.startswith(".") and rel not in keep_hidden and not all_hidden:
                     continue
                 if depth + 1 >= max_depth:
                     skipped.append({"name": rel + "/", "reason": "max_depth"})
@@ -99,7 +101,7 @@ def walk(data_dir: Path, max_depth: int, keep_hidden: set[str]) -> tuple[list[Fo
                 finally:
                     os.close(child)
             elif stat.S_ISREG(info.st_mode):
-                found.append(FoundFile(rel, data_dir, info.st_size, (info.st_dev, info.st_ino)))
+                found.append(FoundFile(rel, data_dir, info.st_size, (info.st_dev, info.st_ino), info.st_mtime_ns))
 
     top = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:

@@ -28,24 +28,27 @@ def max_run_seconds() -> float:
 
 
 def mounted_work_areas() -> list[Path]:
+    """Work areas of executions (workspace/exec_*) and programmatic runs (workspace/ptc_*)."""
     root = str(settings.SANDBOX_STORAGE_PATH)
     found = []
     with open("/proc/self/mountinfo") as mounts:
         for line in mounts:
             point = line.split()[4].replace("\\040", " ")
-            if point.startswith(root + "/") and "/workspace/exec_" in point:
+            if point.startswith(root + "/") and ("/workspace/exec_" in point or "/workspace/ptc_" in point):
                 found.append(Path(point))
     return found
 
 
 def stale_work_areas(now: float | None = None) -> list[Path]:
-    """Work areas older than the longest possible execution (their mount dir's mtime is
-    set when data/ and code/ are made, and nothing inside the sandbox can touch it)."""
-    limit = (now or time.time()) - max_run_seconds()
+    """Work areas older than the longest possible execution, or programmatic run (their mount
+    dir's mtime is set when data/ and code/ are made, and nothing inside the sandbox can touch
+    it)."""
+    now = now or time.time()
     stale = []
     for point in mounted_work_areas():
+        longest = settings.SANDBOX_PTC_MAX_RUN_S + 30 if point.name.startswith("ptc_") else max_run_seconds()
         try:
-            if point.stat().st_mtime < limit:
+            if point.stat().st_mtime < now - longest:
                 stale.append(point)
         except OSError:
             continue
@@ -95,6 +98,10 @@ def start_background_reaper() -> None:
         can see such runs; a bwrap sandbox dies with its worker by itself)."""
         from .backends import get_backend
 
+        from django.db import close_old_connections
+
+        from programmatic.service import reap_overdue
+
         while True:
             time.sleep(OVERDUE_INTERVAL_S)
             try:
@@ -103,5 +110,11 @@ def start_background_reaper() -> None:
                     kill()
             except Exception as error:  # the engine may be down; the next round tries again
                 log.debug("overdue sweep failed", extra={"error": str(error)[:200]})
+            try:
+                reap_overdue()  # programmatic runs whose client did not continue in time
+            except Exception as error:
+                log.warning("programmatic reap failed", extra={"error": str(error)[:200]})
+            finally:
+                close_old_connections()
 
     threading.Thread(target=overdue_loop, name="overdue-runs", daemon=True).start()

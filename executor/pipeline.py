@@ -17,6 +17,7 @@ from pathlib import Path
 from django.conf import settings
 
 from audit.events import record
+from runtime_sessions import service as runtime_sessions
 from sandbox_project.errors import ApiError, bad_request
 from sandbox_project.timing import phase
 from storage import store
@@ -44,6 +45,7 @@ class ExecRequest:
     timeout_ms: int | None
     requested_lang: str = ""
     extra: dict = field(default_factory=dict)
+    runtime_hint: str | None = None  # a stateful workspace to run in (runtime_sessions)
 
 
 # -- validation ------------------------------------------------------------------------------
@@ -52,7 +54,7 @@ MAX_ARGS = 1000
 MAX_ARGS_CHARS = 256 * 1024
 
 
-def parse_request(data, caller) -> ExecRequest:
+def parse_request(data, caller, stateful: bool = False) -> ExecRequest:
     if not isinstance(data, dict):
         raise bad_request("The request body must be a JSON object")
     lang = data.get("lang")
@@ -80,6 +82,9 @@ def parse_request(data, caller) -> ExecRequest:
     user_id = caller.user_id or _text(data.get("user_id"))
     if user_id and "\0" in user_id:
         raise bad_request("'user_id' must not contain a NUL character")
+    # A hint means something only where the stateful profile serves the request; elsewhere it
+    # is ignored unread, as the official service's stateless mode does.
+    hint = runtime_sessions.parse_hint(data.get("runtime_session_hint")) if stateful else None
     return ExecRequest(
         language=language,
         code=code,
@@ -88,6 +93,7 @@ def parse_request(data, caller) -> ExecRequest:
         user_id=user_id,
         timeout_ms=int(timeout) if timeout else None,
         requested_lang=lang,
+        runtime_hint=hint,
     )
 
 
@@ -161,17 +167,28 @@ def command_for(language: Language, source: str, args: list[str], limits: Limits
 
 
 def execute(data, caller, request=None) -> dict:
+    stateful = getattr(request, "execution_profile", "default") == "stateful"
     with phase("parse"):
-        req = parse_request(data, caller)
+        req = parse_request(data, caller, stateful)
     limits = Limits.from_settings(req.timeout_ms)
+    command = command_for(req.language, req.language.source, req.args, limits)
+    lease_s = (command.budget_ms + settings.SANDBOX_LEASE_MARGIN_MS) / 1000
+    if req.runtime_hint is None:
+        return _execute(req, limits, command, lease_s, request, None)
+    with phase("workspace"), runtime_sessions.hold(req.user_id, req.runtime_hint, lease_s + settings.SANDBOX_QUEUE_TIMEOUT_MS / 1000) as held:
+        response = _execute(req, limits, command, lease_s, request, held)
+    response.update(held.describe())
+    return response
+
+
+def _execute(req, limits, command, lease_s, request, held) -> dict:
     source = req.language.source
-    command = command_for(req.language, source, req.args, limits)
     started = time.monotonic()
-    with slots.lease((command.budget_ms + settings.SANDBOX_LEASE_MARGIN_MS) / 1000) as slot:
+    with slots.lease(lease_s) as slot:
         with phase("session"):
             session = store.new_session("exec", req.user_id)
         try:
-            result, response = _run_in_workspace(req, session, source, command, limits, slot["slot"])
+            result, response = _run_in_workspace(req, session, source, command, limits, slot["slot"], held)
         except BaseException as error:
             store.delete_session(session)
             record("exec", request, status="error", user_id=req.user_id, session_id=session.id,
@@ -208,12 +225,12 @@ def _audit_success(request, req, session, slot, result, response, duration_ms, g
     )
 
 
-def _run_in_workspace(req, session, source, command: Command, limits, slot):
+def _run_in_workspace(req, session, source, command: Command, limits, slot, held=None):
     with phase("claim"):
         member = pool.claim(req.language.key, command.budget_ms / 1000)
     if member is not None:
         try:
-            return _run_warm(req, session, source, command, limits, slot, member)
+            return _run_warm(req, session, source, command, limits, slot, member, held)
         except SandboxGone as error:
             log.warning("warm sandbox lost; running cold", extra={"error": str(error)})
     backend = get_backend()
@@ -222,24 +239,24 @@ def _run_in_workspace(req, session, source, command: Command, limits, slot):
         ws = Workspace(area, limits.disk_mb, len(req.code.encode()), backend.owner_uid(slot)).open()
     try:
         with phase("prime"):
-            _prime(ws, req, source)
+            _prime(ws, req, source, held)
         spec = RunSpec(session.id, ws.data, ws.code, command.argv, limits, command.budget_ms, slot, command.compile_marker)
         with phase("run"):
             result = backend.run(spec)
         with phase("collect"):
-            return result, _respond(req, session, ws, result, limits)
+            return result, _respond(req, session, ws, result, limits, held)
     finally:
         teardown.later(ws.close)  # the program has exited; unmounting can wait
 
 
-def _run_warm(req, session, source, command: Command, limits, slot, member):
+def _run_warm(req, session, source, command: Command, limits, slot, member, held=None):
     """The same run in a sandbox started ahead of time (executor/pool.py)."""
     backend = get_backend()
     ws = pool.workspace(member.name, member.owner)
     try:
         with phase("prime"):
             ws.resize(len(req.code.encode()))  # the disk quota of a cold run
-            _prime(ws, req, source)
+            _prime(ws, req, source, held)
             spec = RunSpec(member.name, ws.data, ws.code, command.argv, limits, command.budget_ms, slot, command.compile_marker)
             pipes = pool.open_pipes(ws)
         try:
@@ -248,21 +265,26 @@ def _run_warm(req, session, source, command: Command, limits, slot, member):
         finally:
             pool.close_pipes(pipes)
         with phase("collect"):
-            response = _respond(req, session, ws, result, limits)
+            response = _respond(req, session, ws, result, limits, held)
         response["run"]["warm"] = True  # for operators and the tests; clients ignore it
         return result, response
     finally:
         teardown.later(pool.release, member, ws)
 
 
-def _prime(ws: Workspace, req: ExecRequest, source: str) -> None:
+def _prime(ws: Workspace, req: ExecRequest, source: str, held=None) -> None:
     ws.write_code(source, req.code)
+    if held is not None:  # the stateful workspace's files first; the request's inputs replace them
+        runtime_sessions.restore_into(held, ws.data, ws.owner)
     for name, stored in req.inputs.items():
         ws.place_input(name, lambda target, stored=stored: store.copy_into(stored, target))
 
 
-def _respond(req, session, ws, result, limits) -> dict:
-    files, deleted, truncation = collect_outputs(ws.data, req.inputs, session)
+def _respond(req, session, ws, result, limits, held=None) -> dict:
+    files, deleted, truncation = collect_outputs(ws.data, req.inputs, session, held)
+    if held is not None:
+        everything, _ = walk(ws.data, settings.SANDBOX_MAX_OUTPUT_DEPTH, set(), all_hidden=True)
+        runtime_sessions.save_from(held, everything)
     response = {
         "session_id": session.id,
         "stdout": result.stdout,
@@ -305,7 +327,7 @@ def explain(result: RunResult, language: Language, limits: Limits) -> str:
 
 
 # -- collecting ------------------------------------------------------------------------------
-def collect_outputs(data_dir: Path, inputs: dict[str, StoredFile], session):
+def collect_outputs(data_dir: Path, inputs: dict[str, StoredFile], session, held=None):
     """(files[], deleted_files[], artifact_truncation[]) for the response.
 
     Every returned name passes the rule input names pass (check_relative_name), so a
@@ -330,6 +352,8 @@ def collect_outputs(data_dir: Path, inputs: dict[str, StoredFile], session):
             truncation.append({"name": printable(item.name), "reason": "invalid_name", "detail": str(error)})
             continue
         original = inputs.get(item.name)
+        if original is None and held is not None and runtime_sessions.unchanged(held, item.name, item.size, item.mtime_ns):
+            continue  # a stateful workspace's file, as the previous execution left it: not new
         digest = None
         if original is not None:
             if original.size == item.size:

@@ -186,7 +186,8 @@ def start_member(language_key: str) -> WarmSandbox:
             for fifo in PIPES.values():  # written by the sandbox user, read by the server
                 os.mkfifo(ws.code / fifo)
                 os.chmod(ws.code / fifo, 0o622)
-        handle = backend.pool_start(name, ["python3", RUNNER, mode], ws, Limits.from_settings(), max_life_s(), instance())
+        handle = backend.pool_start(name, ["python3", RUNNER, mode], ws, Limits.from_settings(), max_life_s(), instance(),
+                                    self_redirecting=mode == "python")
     except BaseException:
         ws.close()
         raise

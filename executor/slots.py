@@ -110,18 +110,30 @@ def rate_limited(reason: str) -> ApiError:
     )
 
 
+def acquire(token: str, lease_s: float) -> tuple[int, int]:
+    """(slot number, ms waited) for `token`: waits up to SANDBOX_QUEUE_TIMEOUT_MS, else 429.
+    The caller releases it (release(number, token)), or the lease runs out."""
+    with phase("slot"):
+        ensure_slots()
+        waited_from = time.monotonic()
+        number = try_acquire(token, lease_s)
+        if number is None:
+            number = _wait_for_slot(token, lease_s)
+    return number, int((time.monotonic() - waited_from) * 1000)
+
+
+def held_with_prefix(prefix: str) -> int:
+    """Slots leased now by holders whose token starts with `prefix` (programmatic runs)."""
+    return mine().filter(holder__startswith=prefix, leased_until__gte=timezone.now()).count()
+
+
 @contextmanager
 def lease(lease_s: float):
     """Holds one slot for the block; waits up to SANDBOX_QUEUE_TIMEOUT_MS, else 429."""
-    with phase("slot"):
-        ensure_slots()
-        token = secrets.token_hex(16)
-        number = try_acquire(token, lease_s)
-        waited_from = time.monotonic()
-        if number is None:
-            number = _wait_for_slot(token, lease_s)
+    token = secrets.token_hex(16)
+    number, queue_ms = acquire(token, lease_s)
     try:
-        yield {"slot": number, "queue_ms": int((time.monotonic() - waited_from) * 1000)}
+        yield {"slot": number, "queue_ms": queue_ms}
     finally:
         with phase("release"):
             release(number, token)

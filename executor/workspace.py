@@ -101,7 +101,8 @@ class Workspace:
 
     def place_input(self, name: str, copy) -> Path:
         """Copies a stored file to data/<name>, creating (sandbox-owned) parent folders.
-        `copy(target)` streams the file's bytes into the new file `target` (storage.store.copy_into)."""
+        `copy(target)` streams the file's bytes into the new file `target` (storage.store.copy_into,
+        whichever store holds them); a local path is copied as it is."""
         target = self.data / name
         parent = self.data
         for part in name.split("/")[:-1]:
@@ -113,7 +114,10 @@ class Workspace:
                 os.chown(parent, self.owner, self.owner)
                 parent.chmod(0o755)
         try:
-            copy(target)
+            if isinstance(copy, (str, Path)):
+                shutil.copyfile(copy, target)
+            else:
+                copy(target)
         except OSError as error:
             raise _input_error(error, f"input {name!r}") from None
         os.chown(target, self.owner, self.owner)

@@ -78,3 +78,41 @@ class ForeignOriginMiddleware:
                 return JsonResponse({"error": "forbidden_origin", "message": "Requests from web pages of other sites are refused"},
                                     status=403)
         return self.get_response(request)
+
+
+PROFILES = ("default", "stateful")
+
+
+class ExecutionProfileMiddleware:
+    """Execution profiles, as LibreChat >= v0.8.6 asks for them: every answer says which
+    profile served it (X-CodeAPI-Execution-Profile); a request that expects a profile this
+    server does not offer is refused with 409 execution_profile_mismatch, never run in another
+    one. The stateful server (SANDBOX_STATEFUL) also serves requests that expect "default",
+    as the default profile (hints ignored)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        from django.conf import settings
+        from django.http import JsonResponse
+
+        offered = "stateful" if settings.SANDBOX_STATEFUL else "default"
+        expected = request.headers.get("X-CodeAPI-Expected-Profile")
+        served = offered
+        refusal = None
+        if expected is not None and not request.path_info.startswith(_KEEP_AS_IS):
+            wanted = expected.strip().lower()
+            body = {"expected_profile": expected[:64], "actual_profile": offered}
+            if wanted not in PROFILES:
+                refusal = JsonResponse({"error": "invalid_execution_profile", "message": f"Invalid execution profile: {expected[:64]}",
+                                        **body}, status=400)
+            elif wanted == "stateful" and offered != "stateful":
+                refusal = JsonResponse({"error": "execution_profile_mismatch",
+                                        "message": f"Expected the {wanted} execution profile, but reached {offered}", **body}, status=409)
+            else:
+                served = wanted
+        request.execution_profile = served
+        response = refusal or self.get_response(request)
+        response["X-CodeAPI-Execution-Profile"] = served
+        return response

@@ -86,6 +86,21 @@ SANDBOX_FRONT_MAX_CONNECTIONS = c.integer("SANDBOX_FRONT_MAX_CONNECTIONS", 4096,
 # still served, before the front stops accepting: the time a load balancer needs to notice.
 SANDBOX_DRAIN_DELAY_S = c.integer("SANDBOX_DRAIN_DELAY_S", 0, 0, 600)
 
+# --- programmatic tool calling (programmatic/) -----------------------------------------------
+# A run holds its slot while it waits for tool results: at most this many runs per user at once,
+# and programmatic runs together at most SANDBOX_PTC_MAX_SLOTS slots (0: half of them).
+SANDBOX_PTC_MAX_RUN_S = c.integer("SANDBOX_PTC_MAX_RUN_S", 600, 10, 86400)
+SANDBOX_PTC_RUNS_PER_USER = c.integer("SANDBOX_PTC_RUNS_PER_USER", 2, 1, 1000)
+SANDBOX_PTC_MAX_SLOTS = c.integer("SANDBOX_PTC_MAX_SLOTS", 0, 0, 1000)
+
+# --- stateful workspaces (runtime_sessions) -----------------------------------------------
+# The "stateful" execution profile: /mnt/data's files kept between executions with the same
+# runtime_session_hint, per user. Off: the server is the "default" profile only, and answers
+# a request that expects "stateful" with 409 execution_profile_mismatch.
+SANDBOX_STATEFUL = c.boolean("SANDBOX_STATEFUL", False)
+SANDBOX_RUNTIME_SESSION_IDLE_S = c.integer("SANDBOX_RUNTIME_SESSION_IDLE_S", 2100, 1)  # LibreChat's cold-after: 35 min
+SANDBOX_RUNTIME_SESSION_WAIT_MS = c.integer("SANDBOX_RUNTIME_SESSION_WAIT_MS", 15000, 0, 600_000)
+
 # --- files --------------------------------------------------------------------------------
 SANDBOX_MAX_UPLOAD_MB = c.integer("SANDBOX_MAX_UPLOAD_MB", 150, 1)
 SANDBOX_MAX_BATCH_FILES = c.integer("SANDBOX_MAX_BATCH_FILES", 200, 1)
@@ -154,6 +169,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "storage",
     "executor",
+    "runtime_sessions",
+    "programmatic",
     "audit",
 ]
 
@@ -162,6 +179,7 @@ MIDDLEWARE = [
     "sandbox_project.middleware.FrontProxyMiddleware",
     "sandbox_project.middleware.NormalizePathMiddleware",
     "sandbox_project.middleware.ForeignOriginMiddleware",
+    "sandbox_project.middleware.ExecutionProfileMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -7,6 +7,7 @@ from django.urls import path, re_path
 
 from audit.metrics import metrics_view
 from executor.views import ExecViewSet, RuntimeViewSet
+from programmatic.views import ProgrammaticViewSet
 from storage.views import FileViewSet, UploadViewSet
 
 from .health import alive, health
@@ -23,6 +24,8 @@ urlpatterns = [
     # The admin's CSS and JS, found in the apps (no collectstatic, no second web server).
     re_path(r"^static/(?P<path>.*)$", serve_static, {"insecure": True}),
     path("exec", ExecViewSet.as_view({"post": "create"})),
+    path("exec/programmatic", ProgrammaticViewSet.as_view({"post": "create"})),
+    path("exec/programmatic/cancel", ProgrammaticViewSet.as_view({"post": "cancel"})),
     path("runtimes", RuntimeViewSet.as_view({"get": "list"})),
     path("upload", UploadViewSet.as_view({"post": "create"})),
     path("upload/batch", UploadViewSet.as_view({"post": "batch"})),

@@ -130,6 +130,15 @@ def find_session(session_id: str) -> Session | None:
     return Session.objects.filter(pk=session_id, expires_at__gt=timezone.now()).first()
 
 
+def absolute_path(stored: StoredFile) -> Path:
+    """The local path of a stored file's bytes: local disk only (an object in S3 has none;
+    use open_file() or copy_into(), which work with either store)."""
+    backend = current()
+    if not hasattr(backend, "path"):
+        raise RuntimeError("files live in the object store (SANDBOX_STORAGE_BACKEND=s3): there is no local path")
+    return backend.path(stored.path)
+
+
 def open_file(stored: StoredFile):
     """A readable stream of a stored file's bytes; FileNotFoundError when they are gone."""
     return current().open(stored.path)

@@ -195,7 +195,36 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
 
 
-class Backend(Protocol):
+class StandingSandboxes(Protocol):
+    """Sandboxes that outlive the request that started them (programmatic runs wait for tool
+    results between HTTP requests, served by any worker): every confinement of a cold run,
+    driven only through FIFOs in the work area's code/ folder, seen and ended through their
+    cgroup or engine, so any process of the server can take over. `handle` is what
+    standing_start returned; `name` keys the accounting cgroup."""
+
+    def standing_start(self, name: str, argv: list[str], ws, limits: Limits, lifetime_s: float, labels=None) -> str:
+        """Starts argv (which sends its output to the FIFOs itself); it never runs longer
+        than lifetime_s, whoever watches it."""
+        ...
+
+    def standing_running(self, handle: str, name: str) -> bool:
+        """Whether a task of the sandbox can still act."""
+        ...
+
+    def standing_stop(self, handle: str, name: str) -> bool:
+        """Kills every process and waits until none can act again (test_stop.py's rule)."""
+        ...
+
+    def standing_stats(self, handle: str, name: str) -> tuple[int | None, int | None, int]:
+        """(peak memory bytes, CPU ms, OOM kills)."""
+        ...
+
+    def standing_destroy(self, handle: str, name: str) -> None:
+        """Removes what is left (container, cgroup, alias); idempotent."""
+        ...
+
+
+class Backend(StandingSandboxes, Protocol):
     def owner_uid(self, slot: int) -> int:
         """The host uid that must own /mnt/data for an execution in this slot."""
         ...

@@ -362,11 +362,13 @@ class BwrapBackend:
         uid, unit = handle.split(":", 1)
         return int(uid), unit
 
-    def pool_start(self, name: str, argv: list[str], ws, limits: Limits, deadline_s: float, instance: str) -> str:
+    def pool_start(self, name: str, argv: list[str], ws, limits: Limits, deadline_s: float, instance: str,
+                   self_redirecting: bool = False) -> str:
         """Launches `argv` (the warm runner) with every confinement of a cold run, as ws.owner,
         in a cgroup of its own. This process is bwrap's parent (--die-with-parent: a keeper
         that dies takes its sandboxes along) and reaps it in pool_alive/pool_destroy; any
-        other process ends it through its cgroup."""
+        other process ends it through its cgroup. self_redirecting: the command sends its
+        output to the FIFOs itself (else it inherits them)."""
         self._check_tools()
         env = self.image_env()
         bpf = self.bpf()
@@ -378,7 +380,7 @@ class BwrapBackend:
         try:
             os.mkfifo(ws.path / EXIT_FIFO, 0o600)
             alias = self._expose_dirs(ws.data, ws.code, uid, unit)
-            if argv[-1] == "python":  # the runner sends the program's output to the FIFOs itself
+            if self_redirecting:
                 stdout = stderr = subprocess.DEVNULL
             else:  # the exec'd program inherits them
                 outputs = [os.open(ws.code / name, os.O_RDWR) for name in (".stdout", ".stderr")]
@@ -505,6 +507,26 @@ class BwrapBackend:
         result.stdout = bytes(buffers["stdout"]).decode("utf-8", errors="replace")
         result.stderr = bytes(buffers["stderr"]).decode("utf-8", errors="replace")
         return result
+
+    # -- standing sandboxes (programmatic runs, executor/backends/base.py: StandingSandboxes) --
+    def standing_start(self, name: str, argv: list[str], ws, limits: Limits, lifetime_s: float, labels=None) -> str:
+        return self.pool_start(name, argv, ws, limits, lifetime_s, "", self_redirecting=True)
+
+    def standing_running(self, handle: str, name: str) -> bool:
+        self._collect_warm_children()
+        cgroup = self.tree().find(self._parse(handle)[1])
+        return cgroup is not None and cgroup.populated() and not cgroup.wait_stopped(0)
+
+    def standing_stop(self, handle: str, name: str) -> bool:
+        cgroup = self.tree().find(self._parse(handle)[1])
+        return cgroup is None or cgroup.stop_all()
+
+    def standing_stats(self, handle: str, name: str) -> tuple[int | None, int | None, int]:
+        cgroup = self.tree().find(self._parse(handle)[1])
+        return cgroup.stats() if cgroup is not None else (None, None, 0)
+
+    def standing_destroy(self, handle: str, name: str) -> None:
+        self.pool_destroy(handle, name)
 
     def pool_kill(self, handle: str, name: str) -> None:
         """Ends every process of a warm sandbox now (the keeper, at a run's deadline)."""
@@ -658,5 +680,5 @@ class BwrapBackend:
             aliases = []
         for alias in aliases:
             self._unexpose(alias)
-        self._reap_zombies()
+        self._collect_warm_children()  # standing sandboxes this process launched that ended
         return removed

@@ -258,7 +258,50 @@ class DockerBackend:
     # -- warm sandboxes (executor/pool.py); a handle is the container id ----------------------
     pool_pipes_always = False  # only the python runner reports on FIFOs; exec mode uses attach
 
-    def pool_start(self, name: str, argv: list[str], ws, limits, deadline_s: float, instance: str) -> str:
+    # -- standing sandboxes (programmatic runs, executor/backends/base.py: StandingSandboxes) --
+    @engine_errors
+    def standing_start(self, name: str, argv: list[str], ws, limits, lifetime_s: float, labels=None) -> str:
+        cid = self.create(name, argv, ws.data, ws.code, limits, lifetime_s, ws.owner, labels=labels, backstop=True)
+        try:
+            self.api.start(cid)
+        except BaseException:
+            self.destroy(cid, name)
+            raise
+        return cid
+
+    def standing_running(self, handle: str, name: str) -> bool:
+        # The accounting cgroup answers without the engine, but is empty for a moment after
+        # the start too: a "no" is confirmed by the engine.
+        if self.accounting is not None and self.accounting.running(name):
+            return True
+        try:
+            return bool(self.api.inspect_container(handle)["State"].get("Running"))
+        except docker.errors.NotFound:
+            return False
+
+    def standing_stop(self, handle: str, name: str) -> bool:
+        if self.accounting is not None and self.accounting.stop(name):
+            return True
+        self._kill(handle)
+        try:
+            self.api.wait(handle, timeout=30)
+        except docker.errors.NotFound:
+            pass
+        return True
+
+    def standing_stats(self, handle: str, name: str) -> tuple[int | None, int | None, int]:
+        peak, cpu_ms = self.accounting.read(name) if self.accounting is not None else (None, None)
+        try:
+            oom = bool(self.api.inspect_container(handle)["State"].get("OOMKilled"))
+        except docker.errors.NotFound:
+            oom = False
+        return peak, cpu_ms, int(oom)
+
+    def standing_destroy(self, handle: str, name: str) -> None:
+        self.destroy(handle, name)
+
+    def pool_start(self, name: str, argv: list[str], ws, limits, deadline_s: float, instance: str,
+                   self_redirecting: bool = False) -> str:
         cid = self.create(name, argv, ws.data, ws.code, limits, deadline_s=deadline_s, uid=ws.owner,
                           labels={POOL_LABEL: instance}, backstop=False)
         try:

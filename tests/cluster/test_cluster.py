@@ -271,7 +271,6 @@ def test_the_database_restarting_costs_only_the_calls_in_that_window_with_clean_
     down_from = load.started()
     wait_for(lambda: load.started() >= down_from + 12, "calls were made while the database was down")
     cluster("db", "start")
-    back_from = load.started()
     # The replicas' /health turns 200 again and the balancer takes them back.
     wait_for(lambda: requests.get(url() + "/health", timeout=10).status_code == 200, "the cluster recovered")
     recovered_from = load.started()
@@ -298,15 +297,21 @@ def test_the_object_store_away_fails_only_the_calls_that_move_files_with_clean_5
         # Code without files still runs, and the replicas stay in the balancer.
         ran = requests.post(url() + "/v1/exec", headers=HEADERS, json={"lang": "py", "code": "print('ok')"}, timeout=120)
         assert ran.status_code == 200 and ran.json()["stdout"] == "ok\n"
-        health = wait_for(lambda: (lambda h: h if not h["storage"]["ok"] else None)(
-            requests.get(url() + "/health", timeout=30).json()), "/health saw the store gone")
+        def store_gone():
+            health = requests.get(url() + "/health", timeout=30).json()
+            return health if not health["storage"]["ok"] else None
+
+        health = wait_for(store_gone, "/health saw the store gone")
         assert health["status"] == "ok", health
     finally:
         cluster("s3", "start")
     # Back by itself: the store's S3 gateway may take a moment more than its listing to
     # answer downloads; no replica needs a restart.
-    back = wait_for(lambda: (lambda r: r if r.status_code == 200 else None)(
-        requests.get(f"{url()}/v1/download/{sid}/{fid}", headers=HEADERS, timeout=120)), "the file downloads again", rounds=150)
+    def downloaded():
+        response = requests.get(f"{url()}/v1/download/{sid}/{fid}", headers=HEADERS, timeout=120)
+        return response if response.status_code == 200 else None
+
+    back = wait_for(downloaded, "the file downloads again", rounds=150)
     assert back.content == b"kept while the store was away\n"
     assert upload(b"after\n", "after.txt")["files"][0]["size"] == 6
 

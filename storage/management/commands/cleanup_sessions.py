@@ -9,6 +9,8 @@
 - leftovers of executions whose worker died: containers past their deadline and mounted
   work areas older than the longest possible execution (executor.housekeeping.sweep), and
   unmounted workspace/exec_* folders just as old; a running execution's are never touched;
+- stateful workspaces (runtime_sessions) idle for longer than SANDBOX_RUNTIME_SESSION_IDLE_S,
+  with their files; never one an execution holds;
 - audit entries older than SANDBOX_AUDIT_TTL_DAYS when they live in SQL (MongoDB expires
   them itself through its TTL index).
 """
@@ -25,6 +27,7 @@ from django.utils import timezone
 
 from audit.ttl import delete_expired_rows
 from executor import housekeeping
+from runtime_sessions import service as runtime_sessions
 from storage import store
 from storage.ids import is_valid_id
 from storage.models import Session, StoredFile
@@ -43,7 +46,8 @@ class Command(BaseCommand):
     def handle(self, *args, dry_run=False, **options):
         grace_s = housekeeping.max_run_seconds()
         cutoff = timezone.now() - timedelta(seconds=grace_s)
-        report = {"sessions": 0, "files": 0, "bytes": 0, "work_areas": 0, "containers": 0, "audit_rows": 0}
+        report = {"sessions": 0, "files": 0, "bytes": 0, "work_areas": 0, "containers": 0, "audit_rows": 0,
+                  "workspaces": 0}
 
         # 1. Leftovers of dead executions first: a stale mount inside an expired session's
         #    folder is unmounted before that folder is deleted.
@@ -79,8 +83,10 @@ class Command(BaseCommand):
                 store.delete_file(stored)
             self.stdout.write(f"{'would remove' if dry_run else 'removed'} {said}")
 
-        # 3. Audit rows past their TTL (SQL only); slot rows of servers gone for good.
+        # 3. Stateful workspaces idle past their time, audit rows past their TTL (SQL only),
+        #    slot rows of servers gone for good.
         if not dry_run:
+            report["workspaces"] = runtime_sessions.expire()
             report["audit_rows"] = delete_expired_rows()
             from executor.slots import forget_gone_hosts
 
@@ -92,7 +98,7 @@ class Command(BaseCommand):
         self.stdout.write(
             f"{verb}: {report['sessions']} expired sessions, {report['files']} files ({report['bytes']} bytes), "
             f"{report['work_areas']} stale work areas, {report['containers']} leftover containers, "
-            f"{report['audit_rows']} expired audit entries"
+            f"{report['workspaces']} idle stateful workspaces, {report['audit_rows']} expired audit entries"
         )
 
     def _stale_exec_folders(self, mounted: list[Path], older_than: float, dry_run: bool) -> int:

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class RuntimeSessionsConfig(AppConfig):
+    name = "runtime_sessions"
+    verbose_name = "Stateful workspaces"
