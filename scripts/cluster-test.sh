@@ -50,6 +50,11 @@ export SANDBOX_TEST_URL="http://127.0.0.1:$CLUSTER_PORT" SANDBOX_TEST_DATA_DIR="
 export SANDBOX_TEST_MANAGE="scripts/cluster.sh manage 1" SANDBOX_TEST_FRONT=haproxy
 export SANDBOX_TEST_LOGS="$CLUSTER_DIR/r1.log:$CLUSTER_DIR/r2.log:$CLUSTER_DIR/r3.log"
 echo "== the API suite and @librechat/agents through the balancer =="
-.venv/bin/python -m pytest tests/api tests/e2e "$@"
+# Not here: tests/api/test_programmatic.py. A programmatic run's sandbox, its reaper and the
+# test's own look at the run table (SQLite) belong to one server; across replicas the
+# balancer routes a run's requests to one replica, but another replica's reaper may still end
+# it (docs/SCALING.md, "What stays on one replica"). The suite runs against single servers.
+echo "skipped here: tests/api/test_programmatic.py (programmatic runs are single-replica for now; docs/SCALING.md)"
+.venv/bin/python -m pytest tests/api tests/e2e --ignore=tests/api/test_programmatic.py "$@"
 echo "== the cluster itself: files across replicas, a replica killed, a rolling restart, the database restarting =="
 .venv/bin/python -m pytest tests/cluster "$@"

@@ -267,16 +267,26 @@ EOF
 frontend api
     bind fd@10
     http-response set-header X-Replica %s
+    # A programmatic run's sandbox stands on the replica that started it, and its
+    # continuations must reach that replica: they are routed by the client's address
+    # (docs/SCALING.md, "What stays on one replica").
+    acl programmatic path_beg /exec/programmatic /v1/exec/programmatic
+    use_backend by_client if programmatic
     default_backend replicas
-backend replicas
-    balance leastconn
+EOF
+    local backend
+    for backend in replicas by_client; do
+      echo "backend $backend"
+      if [ "$backend" = replicas ]; then echo "    balance leastconn"; else echo "    balance source"; echo "    hash-type consistent"; fi
+      cat <<EOF
     option httpchk
     # The Host every replica answers to by default (ALLOWED_HOSTS has localhost).
     http-check send meth GET uri /health ver HTTP/1.1 hdr Host localhost
     http-check expect status 200
     default-server inter 1s fall 2 rise 2 maxconn 64
 EOF
-    for n in $(seq 1 "$count"); do echo "    server r$n $net.$((10 + n)):3081 check"; done
+      for n in $(seq 1 "$count"); do echo "    server r$n $net.$((10 + n)):3081 check"; done
+    done
     for n in $(seq 1 "$count"); do
       printf 'frontend r%s\n    bind fd@%s\n    http-response set-header X-Replica r%s\n    default_backend only_r%s\n' "$n" $((10 + n)) "$n" "$n"
       printf 'backend only_r%s\n    server r%s %s.%s:3081\n' "$n" "$n" "$net" $((10 + n))
