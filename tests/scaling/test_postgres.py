@@ -3,8 +3,10 @@ at once, slots that belong to the server that runs them, audit rows in PostgreSQ
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -26,7 +28,8 @@ def test_replicas_that_migrate_at_once_all_succeed(pg):
     """Four `manage.py migrate` on an empty database at the same moment: without the advisory
     lock (storage/management/commands/migrate.py) the later ones fail on tables the first made."""
     url = pg.create_database("migrate_race")
-    env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": url, "SANDBOX_DATA_DIR": "/var/tmp/codeinterp-migrate-race"}
+    data_dir = tempfile.mkdtemp(prefix="codeinterp-migrate-race-", dir="/var/tmp")
+    env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": url, "SANDBOX_DATA_DIR": data_dir}
     runs = [subprocess.Popen([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(4)]
     outputs = [run.communicate(timeout=300)[0] for run in runs]
@@ -34,6 +37,7 @@ def test_replicas_that_migrate_at_once_all_succeed(pg):
     applied = sum(o.count("... OK") for o in outputs)
     shown = subprocess.run([sys.executable, "manage.py", "showmigrations", "--plan"], cwd=ROOT, env=env,
                            capture_output=True, text=True, timeout=120).stdout
+    shutil.rmtree(data_dir, ignore_errors=True)
     assert "[ ]" not in shown and shown.count("[X]") == applied, (applied, shown)  # each applied exactly once
 
 
