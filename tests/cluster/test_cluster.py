@@ -331,3 +331,29 @@ def test_cleanup_sessions_removes_expired_files_from_the_bucket():
     assert f"removed session {sid}" in out, out
     assert cluster("manage", "2", "shell", "-v0", "-c", exists).strip().splitlines()[-1] == "False"
     assert requests.get(f"{url()}/v1/download/{sid}/{fid}", headers=HEADERS, timeout=60).status_code == 404
+
+
+def bucket_keys() -> set[str]:
+    code = ("from storage.backends import current; s = current()\n"
+            "for page in s.client.get_paginator('list_objects_v2').paginate(Bucket=s.bucket):\n"
+            "    [print(o['Key']) for o in page.get('Contents', [])]")
+    return set(cluster("manage", "1", "shell", "-v0", "-c", code).split())
+
+
+def test_an_upload_that_does_not_complete_leaves_nothing_in_the_bucket():
+    import socket
+
+    before = bucket_keys()
+    # Over the size limit (SANDBOX_MAX_UPLOAD_MB): refused, nothing stored.
+    big = requests.post(url() + "/v1/upload", headers=HEADERS, files={"file": ("big.bin", b"1" * (7 << 20))}, timeout=120)
+    assert big.status_code == 413, big.text
+    # A client that goes away half-way through its body.
+    with socket.create_connection(("127.0.0.1", int(PORT))) as sock:
+        sock.sendall((f"POST /v1/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {CANARY_KEY}\r\n"
+                      "Content-Type: multipart/form-data; boundary=B\r\nContent-Length: 2000000\r\n\r\n"
+                      "--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"half.bin\"\r\n\r\n").encode()
+                     + b"h" * 500_000)
+    done = upload(b"complete\n", "complete.txt")  # and one that completes, for contrast
+    after = bucket_keys()
+    added = after - before
+    assert len(added) == 1 and added.pop().endswith(f"/{done['session_id']}/uploads/{done['files'][0]['fileId']}.txt"), added
