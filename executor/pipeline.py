@@ -130,13 +130,12 @@ def resolve_inputs(refs, caller) -> dict[str, StoredFile]:
             check_relative_name(name, settings.SANDBOX_MAX_OUTPUT_DEPTH)
         except InvalidName as error:
             raise bad_request(f"file name {str(name)[:300]!r}: {error}") from None
-        inputs.pop(name, None)
+        # The last ref for a destination wins, and so does it over an earlier one whose path it
+        # needs ("a" and "a/b" cannot both exist): a conversation that holds two files for one
+        # place must never be refused for it, or every later turn is (LibreChat #15443, #15816).
+        for earlier in [n for n in inputs if n == name or n.startswith(name + "/") or name.startswith(n + "/")]:
+            del inputs[earlier]
         inputs[name] = stored
-    names = set(inputs)
-    for name in names:  # "a" and "a/b" cannot both exist
-        parts = name.split("/")
-        if any("/".join(parts[:i]) in names for i in range(1, len(parts))):
-            raise bad_request(f"input {name!r} lies inside another input file")
     return inputs
 
 

@@ -68,8 +68,9 @@ POOL_BACKENDS = ("docker", "bwrap")
 
 
 def active() -> bool:
-    """Whether this server keeps warm sandboxes at all. Not under gVisor: its file proxy does
-    not pass the host FIFOs the warm runner is driven through."""
+    """Whether this server keeps warm sandboxes at all. Not under gVisor: the warm path (host
+    FIFOs, which gVisor opens only with --host-fifo=open on a writable mount, and the stop
+    through the cgroup's tasks) is built and tested for runc and bwrap only."""
     if settings.SANDBOX_BACKEND == "docker" and settings.SANDBOX_DOCKER_RUNTIME == "runsc":
         return False
     return bool(settings.SANDBOX_POOL) and settings.SANDBOX_BACKEND in POOL_BACKENDS

@@ -60,9 +60,11 @@ MAX_TOOLS = 100
 MAX_ROUND_TRIPS = 20  # as many continuations as @librechat/agents makes
 MAX_CALLS_PER_STEP = 200
 MAX_CALLS_LINE = 8 << 20  # one batch of calls, as the sandbox writes it
+MAX_STATUS_LINE = 64  # "<exit code>\n"
 TIMEOUT_DEFAULT_MS, TIMEOUT_MIN_MS, TIMEOUT_MAX_MS = 15_000, 1_000, 300_000
 REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 CHECK_S = 0.05  # how often a step looks at its sandbox and at a cancel
+START_GRACE_S = 1.0
 SLOT_PREFIX = "ptc-"
 
 _spec = importlib.util.spec_from_file_location("ptc_runner", settings.BASE_DIR / "docker" / "executor" / "ptc_runner.py")
@@ -191,7 +193,13 @@ def start(data, caller, request) -> dict:
             )
             if request_id:
                 _remember(request_id, run, owner)
-            run.handle = backend.standing_start(run.id, ["python3", RUNNER, lang], ws, limits, max_run_s)
+            fds = open_channel(ws.code)
+            try:
+                run.handle = backend.standing_start(run.id, ["python3", RUNNER, lang], ws, limits, max_run_s)
+            except BaseException:
+                for fd in fds.values():
+                    os.close(fd)
+                raise
             ProgrammaticRun.objects.filter(pk=run.pk).update(handle=run.handle)
         except BaseException:
             ws.close()
@@ -205,7 +213,7 @@ def start(data, caller, request) -> dict:
         if isinstance(error, (WorkspaceError, SandboxUnavailable)):
             raise ApiError(503, "sandbox_unavailable", str(error), headers={"Retry-After": "5"}) from None
         raise
-    return advance(run, request)
+    return advance(run, request, fds)
 
 
 def _admit(user_id: str | None) -> None:
@@ -278,12 +286,15 @@ def continue_run(data, caller, request) -> dict:
     line = json.dumps({"results": answers}, separators=(",", ":")).encode() + b"\n"
     if len(line) > settings.SANDBOX_MAX_JSON_MB << 20:
         return finish(run, request, error="tool results are too large")
+    fds = open_channel(work_area(run) / "code")
     try:
         _write_results(run, line)
     except OSError as error:
+        for fd in fds.values():
+            os.close(fd)
         log.warning("cannot hand tool results to the sandbox", extra={"run": run.id, "error": str(error)})
         return finish(run, request, outcome="gone")
-    return advance(run, request)
+    return advance(run, request, fds)
 
 
 def _write_results(run: ProgrammaticRun, line: bytes) -> None:
@@ -336,17 +347,26 @@ def output_files(run: ProgrammaticRun) -> dict[str, Path]:
     return {"stdout": folder / "stdout", "stderr": folder / "stderr"}
 
 
-def advance(run: ProgrammaticRun, request) -> dict:
-    """Reads the sandbox until it asks for tools, ends, or breaks a limit; answers for it."""
+def open_channel(code_dir: Path) -> dict[str, int]:
+    """Read ends of the sandbox's FIFOs. Opened before the sandbox can write its last words
+    (before it starts, before its results are handed over), and held until they are read: a
+    FIFO's contents are lost when its last open end closes, which the sandbox's own does when it
+    exits."""
+    return {kind: os.open(code_dir / f".{kind}", os.O_RDWR | os.O_NONBLOCK) for kind in ("stdout", "stderr", "status", "calls")}
+
+
+def advance(run: ProgrammaticRun, request, fds: dict[str, int]) -> dict:
+    """Reads the sandbox until it asks for tools, ends, or breaks a limit; answers for it.
+    Closes `fds` (open_channel) when done."""
     backend = get_backend()
-    code_dir = work_area(run) / "code"
-    fds = {kind: os.open(code_dir / f".{kind}", os.O_RDWR | os.O_NONBLOCK) for kind in ("stdout", "stderr", "status", "calls")}
     outputs = output_files(run)
     cap = settings.SANDBOX_OUTPUT_MAX_BYTES
     sizes = {kind: path.stat().st_size if path.exists() else 0 for kind, path in outputs.items()}
     buffers = {"status": b"", "calls": b""}
     step_deadline = min(run.step_deadline, run.deadline).timestamp()
     next_check = 0.0
+    # A sandbox just started may not be in its cgroup yet: "not running" counts from then on.
+    seen_from = run.created_at.timestamp() + START_GRACE_S
     outcome = None
     try:
         with open(outputs["stdout"], "ab") as out, open(outputs["stderr"], "ab") as err:
@@ -359,8 +379,11 @@ def advance(run: ProgrammaticRun, request) -> dict:
                     sizes[kind] += min(len(chunk), max(room, 0))
                     return (STDOUT_LIMIT if kind == "stdout" else STDERR_LIMIT) if len(chunk) > room else None
                 buffers[kind] += chunk
+                # The program can write into both channels: neither may grow without bound.
                 if kind == "calls" and len(buffers[kind]) > MAX_CALLS_LINE:
                     return "tool calls larger than the server accepts"
+                if kind == "status" and len(buffers[kind]) > MAX_STATUS_LINE:
+                    return "an exit status larger than the server accepts"
                 return None
 
             while outcome is None:
@@ -384,8 +407,14 @@ def advance(run: ProgrammaticRun, request) -> dict:
                     next_check = time.monotonic() + CHECK_S
                     if ProgrammaticRun.objects.filter(pk=run.pk, cancelled=True).exists():
                         outcome = ("error", CANCELLED)
-                    elif not backend.standing_running(run.handle, run.id):
-                        outcome = ("done", None)  # ended without its report: a crash, an OOM kill
+                    elif time.time() >= seen_from and not backend.standing_running(run.handle, run.id):
+                        # Ended: what it wrote last may still wait in the FIFOs (its report first).
+                        for kind in ("status", "calls"):
+                            take(kind, read_available(fds[kind], limit=1 << 20))
+                        if buffers["status"].endswith(b"\n"):
+                            outcome = ("done", _status(buffers["status"]))
+                        else:
+                            outcome = ("done", None)  # without its report: a crash, an OOM kill
             for kind in sinks:  # what was written just before the end
                 if take(kind, read_available(fds[kind], limit=cap + 1)) and outcome[0] != "error":
                     outcome = ("error", STDOUT_LIMIT if kind == "stdout" else STDERR_LIMIT)

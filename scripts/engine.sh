@@ -24,6 +24,15 @@ start_dockerd() {
   say "dockerd did not answer within 60 s; see /var/log/codeinterp-dockerd.log"; tail -n 20 /var/log/codeinterp-dockerd.log; exit 1
 }
 
+# Our dockerd (its pid file), already running, re-reads its docker/daemon.json (the runtimes'
+# arguments may have changed since it started): a reload, which leaves running containers alone.
+reload_ours() {
+  local pidfile=/run/codeinterp-dockerd.pid
+  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    kill -HUP "$(cat "$pidfile")"
+  fi
+}
+
 command -v docker >/dev/null 2>&1 || apt_install docker.io
-engine_answers || start_dockerd
+if engine_answers; then reload_ours; else start_dockerd; fi
 "$here/docker/build-executor.sh"

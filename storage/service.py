@@ -69,7 +69,9 @@ def _store_uploads(request, caller, batch, data, files) -> tuple[dict, int]:
     results = []
     for uploaded, name in zip(files, names):
         if name is None:
-            results.append({"status": "error", "filename": str(uploaded.name)[:300], "error": "invalid file name"})
+            # the filename exactly as the part carried it (LibreChat matches answers by it)
+            sent = getattr(uploaded, "client_name", None) or uploaded.name
+            results.append({"status": "error", "filename": str(sent)[:300], "error": "invalid file name"})
             continue
         stored = store.save_upload(session, uploaded, name, read_only=read_only and batch)
         results.append({"status": "success", "filename": name, "fileId": stored.id, "size": stored.size})

@@ -139,6 +139,7 @@ class DockerBackend:
         self.api = self.client.api
         self.image = settings.SANDBOX_DOCKER_IMAGE
         self.runtime = settings.SANDBOX_DOCKER_RUNTIME
+        self._fifo_ok: bool | None = None
         # Accounting parents are plain cgroupfs paths; an engine on the systemd cgroup driver
         # accepts only *.slice names there, so accounting is off with it.
         self.accounting = Accounting.detect() if self._cgroup_driver() != "systemd" else None
@@ -177,7 +178,11 @@ class DockerBackend:
             shm_size=limits.tmp_mb << 20,  # /dev/shm: the same cap as /tmp
             mounts=[
                 Mount("/mnt/data", str(data_dir), type="bind"),
-                Mount("/mnt/code", str(code_dir), type="bind", read_only=True),
+                # gVisor refuses to open a FIFO for writing on a read-only mount (EROFS), and a
+                # programmatic run talks to the server through FIFOs in /mnt/code. There the
+                # mount is writable, and the folder's ownership keeps it read-only: root's,
+                # 0755, files 0644; only the run's own FIFOs are 0666.
+                Mount("/mnt/code", str(code_dir), type="bind", read_only=self.runtime != "runsc"),
                 Mount("/etc/passwd", str(code_dir / ".passwd"), type="bind", read_only=True),
                 Mount("/etc/group", str(code_dir / ".group"), type="bind", read_only=True),
             ],
@@ -261,6 +266,9 @@ class DockerBackend:
     # -- standing sandboxes (programmatic runs, executor/backends/base.py: StandingSandboxes) --
     @engine_errors
     def standing_start(self, name: str, argv: list[str], ws, limits, lifetime_s: float, labels=None) -> str:
+        if self.runtime == "runsc" and not self._runsc_opens_fifos():
+            raise SandboxUnavailable("the engine's runsc runtime needs --host-fifo=open for programmatic runs "
+                                     "(docker/daemon.json registers it so)")
         cid = self.create(name, argv, ws.data, ws.code, limits, lifetime_s, ws.owner, labels=labels, backstop=True)
         try:
             self.api.start(cid)
@@ -268,6 +276,13 @@ class DockerBackend:
             self.destroy(cid, name)
             raise
         return cid
+
+    def _runsc_opens_fifos(self) -> bool:
+        """gVisor opens host FIFOs only with --host-fifo=open among the runtime's arguments."""
+        if self._fifo_ok is None:
+            runtime = (self.api.info().get("Runtimes") or {}).get("runsc") or {}
+            self._fifo_ok = "--host-fifo=open" in (runtime.get("runtimeArgs") or [])
+        return self._fifo_ok
 
     def standing_running(self, handle: str, name: str) -> bool:
         # The accounting cgroup answers without the engine, but is empty for a moment after

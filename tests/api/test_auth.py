@@ -151,3 +151,22 @@ def test_tokens_naming_an_algorithm_the_key_cannot_verify_are_401(jwt_server, ke
 def test_tokens_without_a_usable_subject_are_401(jwt_server, keys, sub):
     response = bearer(jwt_server, token(keys, sub=sub)).get("/files/AAAAAAAAAAAAAAAAAAAAA?detail=summary")
     assert response.status_code == 401, (sub, response.text)
+
+
+def test_a_programmatic_run_belongs_to_the_user_who_started_it(jwt_server, keys):
+    from tests.api.test_programmatic import WEATHER, tools_answer
+
+    alice, bob = bearer(jwt_server, token(keys, sub="alice")), bearer(jwt_server, token(keys, sub="bob"))
+    request_id = str(uuid.uuid4())
+    waiting = alice.post("/exec/programmatic", json={"code": "r = await get_weather(city='x')\nprint(r['city'])",
+                                                     "tools": [WEATHER], "timeout": 8000},
+                         headers={"X-LibreChat-Code-Request-ID": request_id}).json()
+    assert waiting["status"] == "tool_call_required", waiting
+    results = [tools_answer(c) for c in waiting["tool_calls"]]
+    stolen = bob.post("/exec/programmatic", json={"continuation_token": waiting["continuation_token"], "tool_results": results})
+    assert stolen.status_code == 403, stolen.text  # as the official service answers
+    assert bob.post("/exec/programmatic/cancel", json={"request_id": request_id}).status_code == 403
+    shared_key = Client(jwt_server, headers={"X-API-Key": CANARY_KEY})  # another method: another owner
+    assert shared_key.post("/exec/programmatic/cancel", json={"request_id": request_id}).status_code == 403
+    final = alice.post("/exec/programmatic", json={"continuation_token": waiting["continuation_token"], "tool_results": results})
+    assert final.status_code == 200 and final.json()["stdout"] == "x\n", final.text

@@ -219,6 +219,21 @@ def test_a_user_has_a_bounded_number_of_runs_at_once():
         live.stop()
 
 
+def test_programmatic_runs_leave_slots_for_exec():
+    live = LiveServer(SANDBOX_MAX_CONCURRENT_EXECUTIONS="2", SANDBOX_QUEUE_TIMEOUT_MS="500").start()
+    try:
+        client = Client(live)
+        first = start(client, "await get_weather(city='x')", body={"user_id": "alice", "timeout": 8000})
+        second = client.post("/exec/programmatic", json={"code": "print(1)", "tools": [WEATHER], "user_id": "bob"})
+        assert second.status_code == 429 and "programmatic" in second.json()["message"], second.text
+        assert client.exec("py", "print('exec still runs')")["stdout"] == "exec still runs\n"
+        client.post("/exec/programmatic", json={"continuation_token": first["continuation_token"],
+                                                "tool_results": [tools_answer(c) for c in first["tool_calls"]]})
+        assert drive(client, {"code": "print('now bob')", "user_id": "bob"})[0]["stdout"] == "now bob\n"
+    finally:
+        live.stop()
+
+
 def test_the_audit_trail_records_round_trips_and_tool_names_not_results(server, api):
     from tests.audit.conftest import wait_for_rows
 
