@@ -32,6 +32,9 @@ eval "$(.venv/bin/python -c 'import shlex; from tests.liveserver import BASE_ENV
 for k, v in BASE_ENV.items():
     if k != "SANDBOX_HOST": print(f"export {k}={shlex.quote(v)}")')"
 export SANDBOX_LEASE_MARGIN_MS=2000
+# Three replicas share this machine's cores: one worker and one warm Python sandbox each
+# (a pool refill costs about a CPU-second, and six at once starved the runs of the suite).
+export SANDBOX_WORKERS=1 SANDBOX_POOL=py:1
 
 cleanup() {
   local status=$?
