@@ -115,14 +115,15 @@ class SlotCollector:
         from django.db.models import Q
         from django.utils import timezone
 
-        from executor.models import ExecutionSlot, SlotWaiter
+        from executor.models import SlotWaiter
+        from executor.slots import host, mine
 
         now = timezone.now()
         total = settings.SANDBOX_MAX_CONCURRENT_EXECUTIONS
         try:
             # A slot is held while its holder is set and its lease runs (executor.slots).
-            in_use = ExecutionSlot.objects.filter(~Q(holder=""), leased_until__gte=now, number__lte=total).count()
-            queued = SlotWaiter.objects.filter(waiting_until__gt=now).count()
+            in_use = mine().filter(~Q(holder=""), leased_until__gte=now, number__lte=total).count()
+            queued = SlotWaiter.objects.filter(host=host(), waiting_until__gt=now).count()
         except Exception as error:  # the database is down: /health says so; still serve the rest
             log.warning("slot metrics unavailable", extra={"error": str(error)[:200]})
             return

@@ -10,9 +10,10 @@ from .models import ExecutionSlot
 
 @admin.register(ExecutionSlot)
 class ExecutionSlotAdmin(ReadOnly, admin.ModelAdmin):
-    list_display = ("number", "in_use", "holder", "leased_at", "leased_until")
-    readonly_fields = ("number", "holder", "leased_at", "leased_until")
-    ordering = ("number",)
+    list_display = ("host", "number", "in_use", "holder", "leased_at", "leased_until", "seen_at")
+    readonly_fields = ("host", "number", "holder", "leased_at", "leased_until", "seen_at")
+    list_filter = ("host",)
+    ordering = ("host", "number")
 
     @admin.display(boolean=True, description="in use")
     def in_use(self, slot):

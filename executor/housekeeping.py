@@ -73,8 +73,14 @@ def start_background_reaper() -> None:
     _started = True
 
     def loop():
+        from . import slots
+
         while True:
             time.sleep(REAP_INTERVAL_S)
+            try:
+                slots.heartbeat()
+            except Exception as error:  # the database may be down; the next round tries again
+                log.warning("slot heartbeat failed", extra={"error": str(error)[:300]})
             try:
                 sweep()
             except Exception:

@@ -2,27 +2,37 @@
 
 A slot is leased atomically (a conditional UPDATE) with an expiry, so a worker that dies
 mid-execution gives its slot back when the lease runs out. Waiting requests are rows too,
-which is how every worker sees the same queue depth.
+which is how every worker sees the same queue depth. With several servers on one database
+(PostgreSQL) every row belongs to one server: slots and queue are per server.
 """
 
 from django.db import models
 
 
 class ExecutionSlot(models.Model):
-    number = models.PositiveIntegerField(primary_key=True)
+    """Slot `number` of server `host` (executor.pool.instance()): each server has its own
+    SANDBOX_MAX_CONCURRENT_EXECUTIONS rows, since its capacity is its own machine's, and a
+    request leases on the server that runs it. `seen_at` is the server's heartbeat (every
+    housekeeping round); rows of a server gone for good are removed by cleanup_sessions."""
+
+    host = models.CharField(max_length=64, default="", db_index=True)
+    number = models.PositiveIntegerField()
     holder = models.CharField(max_length=64, blank=True, default="")
     leased_at = models.DateTimeField(null=True, blank=True)
     leased_until = models.DateTimeField(null=True, blank=True)
+    seen_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        ordering = ["number"]
+        ordering = ["host", "number"]
+        constraints = [models.UniqueConstraint(fields=["host", "number"], name="one_row_per_slot_of_a_host")]
 
     def __str__(self):
-        return f"slot {self.number}"
+        return f"slot {self.number} of {self.host}"
 
 
 class SlotWaiter(models.Model):
     token = models.CharField(max_length=64, primary_key=True)
+    host = models.CharField(max_length=64, default="", db_index=True)
     waiting_until = models.DateTimeField(db_index=True)
 
 

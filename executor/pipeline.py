@@ -282,7 +282,7 @@ def _prime(ws: Workspace, req: ExecRequest, source: str, held=None) -> None:
     if held is not None:  # the stateful workspace's files first; the request's inputs replace them
         runtime_sessions.restore_into(held, ws.data, ws.owner, inputs=req.inputs.keys())
     for name, stored in req.inputs.items():
-        ws.place_input(name, store.absolute_path(stored))
+        ws.place_input(name, lambda target, stored=stored: store.copy_into(stored, target))
 
 
 def _respond(req, session, ws, result, limits, held=None) -> dict:

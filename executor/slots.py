@@ -1,4 +1,4 @@
-"""Leasing execution slots from the slot table (see models.py)."""
+"""Leasing execution slots from the slot table (see models.py): this server's rows only."""
 
 from __future__ import annotations
 
@@ -19,18 +19,54 @@ from sandbox_project.timing import phase
 from .models import ExecutionSlot, SlotWaiter
 
 POLL_S = (0.02, 0.25)  # first and largest pause between attempts
+# A server whose rows were not seen for this long is gone (its heartbeat is every
+# housekeeping round, 15 s): cleanup_sessions removes them. Its leases expired long before.
+GONE_AFTER_S = 3600
 _synced_for: int | None = None
 
 
+def host() -> str:
+    """This server's name in the slot table: the same instance name its warm pool has
+    (host name and storage path), so replicas on one machine are told apart too."""
+    from .pool import instance
+
+    return instance()
+
+
+def mine():
+    return ExecutionSlot.objects.filter(host=host())
+
+
 def ensure_slots() -> None:
-    """Makes the table hold exactly SANDBOX_MAX_CONCURRENT_EXECUTIONS rows (once per process)."""
+    """Makes the table hold exactly SANDBOX_MAX_CONCURRENT_EXECUTIONS rows of this server
+    (once per process, and again when the heartbeat finds rows missing)."""
     global _synced_for
     wanted = settings.SANDBOX_MAX_CONCURRENT_EXECUTIONS
     if _synced_for == wanted:
         return
-    ExecutionSlot.objects.bulk_create([ExecutionSlot(number=n) for n in range(1, wanted + 1)], ignore_conflicts=True)
-    ExecutionSlot.objects.filter(number__gt=wanted).delete()
+    now = timezone.now()
+    ExecutionSlot.objects.bulk_create([ExecutionSlot(host=host(), number=n, seen_at=now) for n in range(1, wanted + 1)],
+                                      ignore_conflicts=True)
+    mine().filter(number__gt=wanted).delete()
     _synced_for = wanted
+
+
+def heartbeat() -> None:
+    """Says this server is alive (housekeeping, every round) and remakes rows that are gone
+    (cleanup_sessions on another server took it for dead while this one was stopped)."""
+    global _synced_for
+    if mine().update(seen_at=timezone.now()) < settings.SANDBOX_MAX_CONCURRENT_EXECUTIONS:
+        _synced_for = None
+        ensure_slots()
+
+
+def forget_gone_hosts() -> int:
+    """Removes the rows of servers not seen for GONE_AFTER_S (replicas replaced for good: a
+    Kubernetes pod gets a new name each time). Returns the number of rows removed."""
+    cutoff = timezone.now() - timedelta(seconds=GONE_AFTER_S)
+    stale = ExecutionSlot.objects.exclude(host=host()).filter(Q(seen_at__lt=cutoff) | Q(seen_at__isnull=True))
+    stale = stale.filter(_free_now(cutoff))
+    return stale.delete()[0]
 
 
 def _free_now(now):
@@ -39,10 +75,10 @@ def _free_now(now):
 
 def try_acquire(token: str, lease_s: float) -> int | None:
     now = timezone.now()
-    candidates = list(ExecutionSlot.objects.filter(_free_now(now)).values_list("number", flat=True))
+    candidates = list(mine().filter(_free_now(now)).values_list("number", flat=True))
     random.shuffle(candidates)  # workers racing for the same row would all retry together
     for number in candidates:
-        taken = ExecutionSlot.objects.filter(_free_now(now), number=number).update(
+        taken = mine().filter(_free_now(now), number=number).update(
             holder=token, leased_at=now, leased_until=now + timedelta(seconds=lease_s)
         )
         if taken:
@@ -51,15 +87,15 @@ def try_acquire(token: str, lease_s: float) -> int | None:
 
 
 def release(number: int, token: str) -> None:
-    ExecutionSlot.objects.filter(number=number, holder=token).update(holder="", leased_at=None, leased_until=None)
+    mine().filter(number=number, holder=token).update(holder="", leased_at=None, leased_until=None)
 
 
 def queue_depth() -> int:
-    return SlotWaiter.objects.filter(waiting_until__gt=timezone.now()).count()
+    return SlotWaiter.objects.filter(host=host(), waiting_until__gt=timezone.now()).count()
 
 
 def free_slots() -> int:
-    return ExecutionSlot.objects.filter(_free_now(timezone.now())).count()
+    return mine().filter(_free_now(timezone.now())).count()
 
 
 def rate_limited(reason: str) -> ApiError:
@@ -88,7 +124,7 @@ def acquire(token: str, lease_s: float) -> tuple[int, int]:
 
 def held_with_prefix(prefix: str) -> int:
     """Slots leased now by holders whose token starts with `prefix` (programmatic runs)."""
-    return ExecutionSlot.objects.filter(holder__startswith=prefix, leased_until__gte=timezone.now()).count()
+    return mine().filter(holder__startswith=prefix, leased_until__gte=timezone.now()).count()
 
 
 @contextmanager
@@ -108,7 +144,7 @@ def _wait_for_slot(token: str, lease_s: float) -> int:
     if queue_s <= 0 or queue_depth() >= settings.SANDBOX_MAX_QUEUE:
         raise rate_limited("the queue is full")
     give_up = time.monotonic() + queue_s
-    SlotWaiter.objects.create(token=token, waiting_until=timezone.now() + timedelta(seconds=queue_s + 5))
+    SlotWaiter.objects.create(token=token, host=host(), waiting_until=timezone.now() + timedelta(seconds=queue_s + 5))
     pause = POLL_S[0]
     try:
         while time.monotonic() < give_up:

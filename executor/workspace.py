@@ -101,8 +101,10 @@ class Workspace:
             raise _input_error(error, "the source file") from None
         target.chmod(0o644)
 
-    def place_input(self, name: str, source: Path) -> Path:
-        """Copies a stored file to data/<name>, creating (sandbox-owned) parent folders."""
+    def place_input(self, name: str, copy) -> Path:
+        """Copies a stored file to data/<name>, creating (sandbox-owned) parent folders.
+        `copy(target)` streams the file's bytes into the new file `target` (storage.store.copy_into,
+        whichever store holds them); a local path is copied as it is."""
         target = self.data / name
         parent = self.data
         for part in name.split("/")[:-1]:
@@ -114,7 +116,10 @@ class Workspace:
                 os.chown(parent, self.owner, self.owner)
                 parent.chmod(0o755)
         try:
-            shutil.copyfile(source, target)
+            if isinstance(copy, (str, Path)):
+                shutil.copyfile(copy, target)
+            else:
+                copy(target)
         except OSError as error:
             raise _input_error(error, f"input {name!r}") from None
         os.chown(target, self.owner, self.owner)

@@ -216,7 +216,7 @@ def start(data, caller, request) -> dict:
                 os.mkfifo(ws.code / f".{name}")
                 os.chmod(ws.code / f".{name}", mode)
             for name, stored in inputs.items():
-                ws.place_input(name, store.absolute_path(stored))
+                ws.place_input(name, lambda target, stored=stored: store.copy_into(stored, target))
             now = timezone.now()
             run = ProgrammaticRun.objects.create(
                 id=new_id(), session=session, owner=owner, user_id=user_id or "", lang=lang,

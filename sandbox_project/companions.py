@@ -39,6 +39,14 @@ class Companion:
     started_at: float = 0.0
     exited: bool = field(default=False)
     status: int | None = None  # the wait status of the last exit, when this module reaped it
+    held: bool = False  # stopping on purpose (draining): not started again
+
+    def hold(self) -> None:
+        self.held = True
+
+    def signal(self, sig: int) -> None:
+        if self.running():
+            self.process.send_signal(sig)
 
     def start(self) -> None:
         self.process = subprocess.Popen(self.command(), preexec_fn=_die_with_parent(signal.SIGTERM))
@@ -81,6 +89,10 @@ def register(companion: Companion) -> None:
     _companions.append(companion)
 
 
+def find(name: str) -> Companion | None:
+    return next((c for c in _companions if c.name == name), None)
+
+
 def start_all() -> None:
     for companion in _companions:
         companion.start()
@@ -95,6 +107,8 @@ def tend() -> None:
     """Starts again what died (not in a tight loop: a companion that cannot start is retried
     every RESTART_AFTER_S, and says why in the log each time)."""
     for companion in _companions:
+        if companion.held:
+            continue
         if companion.process is not None and not companion.running() and time.monotonic() - companion.started_at >= RESTART_AFTER_S:
             log.error("%s exited (wait status %s); starting it again", companion.name, companion.status)
             try:

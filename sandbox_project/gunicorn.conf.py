@@ -20,7 +20,9 @@ workers = settings.SANDBOX_WORKERS
 threads = settings.SANDBOX_THREADS
 # gthread heartbeats come from the worker's main loop, so a long /exec is not a "hung" worker.
 timeout = 60
-graceful_timeout = 30
+# SIGTERM drains first (sandbox_project/drain.py); workers that still hold requests then (no
+# front, or it was cut off) get as long as the longest /exec to finish them.
+graceful_timeout = max(30, front.request_timeout_s())
 keepalive = 5
 accesslog = None
 logconfig_dict = settings.LOGGING
@@ -53,6 +55,9 @@ def on_starting(server):
     import subprocess
     import sys
 
+    from sandbox_project import drain
+
+    drain.clear()  # a flag a killed predecessor left must not keep this server out of the balancer
     metrics_dir = settings.SANDBOX_METRICS_DIR
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -20,6 +20,29 @@ def _ask_engine() -> dict:
 engine_health = BackgroundProbe(_ask_engine, refresh_after_s=1.0, trust_for_s=5.0, wait_s=1.0)
 
 
+def _ask_file_store() -> dict:
+    from storage.backends import current
+
+    return current().health()
+
+
+# The object store (a HEAD of the bucket over the network) is asked the same way.
+file_store_health = BackgroundProbe(_ask_file_store, refresh_after_s=2.0, trust_for_s=10.0, wait_s=1.0)
+
+
+def draining_flag():
+    """The file the server's master makes when it received SIGTERM (sandbox_project/serve.py):
+    from then on /health answers 503 "draining", so a load balancer sends nothing new here while
+    the running requests finish."""
+    from django.conf import settings
+
+    return settings.SANDBOX_DATA_DIR / "draining"
+
+
+def draining() -> bool:
+    return draining_flag().exists()
+
+
 def database_ok() -> dict:
     try:
         with connection.cursor() as cursor:
@@ -46,6 +69,8 @@ def health(request):
 
     from executor import slots
 
+    if draining():
+        return Response({"status": "draining"}, status=503, headers={"Retry-After": "5"})
     with phase("database"):
         database = database_ok()
     with phase("engine"):
@@ -55,9 +80,23 @@ def health(request):
     # the log lines, and every request still succeeds.
     with phase("audit"):
         body["audit"] = audit_store()
+    # Reported too: without the file store uploads, downloads and executions with files fail
+    # (503), but code without files still runs; every replica shares the store, so taking them
+    # all out of the balancer for it would only turn those calls into failures as well.
+    with phase("storage"):
+        body["storage"] = file_store_health()
     if database["ok"]:
         with phase("slots"):
             slots.ensure_slots()  # the rows are made on first use; a fresh server has them all free
             body["slots"] = {"total": settings.SANDBOX_MAX_CONCURRENT_EXECUTIONS, "free": slots.free_slots(),
                              "queue": slots.queue_depth(), "max_queue": settings.SANDBOX_MAX_QUEUE}
     return Response(body, status=200 if body["status"] == "ok" else 503)
+
+
+@api_view(["GET"])
+@authentication_classes([])
+@permission_classes([])
+def alive(request):
+    """GET /health/live: the process answers (a liveness probe). Neither a database outage
+    nor draining makes it fail: restarting the replica would cure neither."""
+    return Response({"status": "draining" if draining() else "alive"})

@@ -17,6 +17,23 @@ from gunicorn.arbiter import Arbiter
 
 
 class SupervisingArbiter(Arbiter):
+    def handle_term(self):
+        """SIGTERM: a graceful stop that loses no call (a rolling restart behind a balancer).
+
+        1. /health answers 503 "draining" (a flag file the workers see), so the balancer takes
+           this replica out; for SANDBOX_DRAIN_DELAY_S everything keeps being served, requests
+           the balancer sent before it noticed included.
+        2. The front (nginx) gets SIGQUIT: it closes its listening socket (a balancer retries a
+           refused connection elsewhere) and finishes every request it holds, /exec included,
+           the workers still serving them; then it exits.
+        3. Only then does gunicorn's own graceful stop end the workers, which are idle by now,
+           and on_exit the pool keeper, which removes its warm sandboxes.
+        """
+        from . import drain
+
+        drain.drain(self)
+        raise StopIteration
+
     def reap_workers(self):
         from . import companions
 

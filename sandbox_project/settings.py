@@ -82,6 +82,9 @@ SANDBOX_FRONT = c.choice("SANDBOX_FRONT", "nginx", ("nginx", "none"))
 SANDBOX_FRONT_HEADER_TIMEOUT_S = c.integer("SANDBOX_FRONT_HEADER_TIMEOUT_S", 10, 1, 3600)
 SANDBOX_FRONT_BODY_TIMEOUT_S = c.integer("SANDBOX_FRONT_BODY_TIMEOUT_S", 30, 1, 3600)
 SANDBOX_FRONT_MAX_CONNECTIONS = c.integer("SANDBOX_FRONT_MAX_CONNECTIONS", 4096, 64, 1_000_000)
+# SIGTERM (sandbox_project/drain.py): how long /health says "draining" while everything is
+# still served, before the front stops accepting: the time a load balancer needs to notice.
+SANDBOX_DRAIN_DELAY_S = c.integer("SANDBOX_DRAIN_DELAY_S", 0, 0, 600)
 
 # --- programmatic tool calling (programmatic/) -----------------------------------------------
 # A run holds its slot while it waits for tool results: at most this many runs per user at once,
@@ -107,6 +110,25 @@ SANDBOX_MAX_OUTPUT_FILE_MB = c.integer("SANDBOX_MAX_OUTPUT_FILE_MB", 10, 1)
 SANDBOX_MAX_OUTPUT_DEPTH = c.integer("SANDBOX_MAX_OUTPUT_DEPTH", 10, 1, 64)
 SANDBOX_FILE_TTL_HOURS = c.integer("SANDBOX_FILE_TTL_HOURS", 24, 1)
 SANDBOX_MAX_JSON_MB = c.integer("SANDBOX_MAX_JSON_MB", 50, 1)
+
+# Where stored files live (storage/backends.py): the local volume, or an S3-compatible bucket
+# shared by every replica. Work areas, the warm pool and upload spooling stay on the local
+# volume (SANDBOX_STORAGE_PATH) either way.
+SANDBOX_STORAGE_BACKEND = c.choice("SANDBOX_STORAGE_BACKEND", "local", ("local", "s3"))
+SANDBOX_S3_BUCKET = c.text("SANDBOX_S3_BUCKET")
+SANDBOX_S3_ENDPOINT_URL = c.text("SANDBOX_S3_ENDPOINT_URL")  # empty: AWS itself
+SANDBOX_S3_REGION = c.text("SANDBOX_S3_REGION", "us-east-1")
+# Empty: boto3's own chain (AWS_ACCESS_KEY_ID..., a web identity, an instance role).
+SANDBOX_S3_ACCESS_KEY_ID = c.text("SANDBOX_S3_ACCESS_KEY_ID")
+SANDBOX_S3_SECRET_ACCESS_KEY = c.text("SANDBOX_S3_SECRET_ACCESS_KEY")
+SANDBOX_S3_PREFIX = c.text("SANDBOX_S3_PREFIX").strip("/")
+SANDBOX_S3_PREFIX = SANDBOX_S3_PREFIX + "/" if SANDBOX_S3_PREFIX else ""
+SANDBOX_S3_ADDRESSING = c.choice("SANDBOX_S3_ADDRESSING", "path", ("path", "virtual", "auto"))
+# Uploads larger than one part go up as multipart uploads, two parts in flight at most.
+SANDBOX_S3_PART_MB = c.integer("SANDBOX_S3_PART_MB", 8, 5, 5120)
+SANDBOX_S3_TIMEOUT_S = c.integer("SANDBOX_S3_TIMEOUT_S", 10, 1, 600)
+if SANDBOX_STORAGE_BACKEND == "s3" and not SANDBOX_S3_BUCKET:
+    raise c.ImproperlyConfigured("SANDBOX_STORAGE_BACKEND=s3 needs SANDBOX_S3_BUCKET")
 
 # --- audit and logs -----------------------------------------------------------------------
 MONGO_URI = c.text("MONGO_URI")

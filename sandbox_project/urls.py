@@ -10,7 +10,7 @@ from executor.views import ExecViewSet, RuntimeViewSet
 from programmatic.views import ProgrammaticViewSet
 from storage.views import FileViewSet, UploadViewSet
 
-from .health import health
+from .health import alive, health
 
 handler400 = "sandbox_project.errors.json_400"
 handler404 = "sandbox_project.errors.json_404"
@@ -19,6 +19,7 @@ handler500 = "sandbox_project.errors.json_500"
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("health", health),
+    path("health/live", alive),
     path("metrics", metrics_view),
     # The admin's CSS and JS, found in the apps (no collectstatic, no second web server).
     re_path(r"^static/(?P<path>.*)$", serve_static, {"insecure": True}),

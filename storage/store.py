@@ -1,20 +1,21 @@
-"""Files on disk and their rows: the seed's layout,
+"""Stored files and their rows, in the seed's layout,
 
-    {SANDBOX_STORAGE_PATH}/{userId}/{sessionId}/uploads/{fileId}{.ext}   uploaded files
-    {SANDBOX_STORAGE_PATH}/{userId}/{sessionId}/outputs/{fileId}{.ext}   files an execution made
+    {userId}/{sessionId}/uploads/{fileId}{.ext}   uploaded files
+    {userId}/{sessionId}/outputs/{fileId}{.ext}   files an execution made
+
+in the configured store (storage/backends.py: local disk under SANDBOX_STORAGE_PATH, or an
+S3-compatible bucket). Work areas are always local, whatever the store:
+
     {SANDBOX_STORAGE_PATH}/{userId}/{sessionId}/workspace/exec_*         /mnt/data while a run runs
 
-Bytes are written under a temporary name and renamed into place only when complete, so a
-failed request never leaves a partial file that a row points to.
+Bytes are complete in the store before a row points at them, so a failed request never
+leaves a row that points at a partial file.
 """
 
 from __future__ import annotations
 
-import errno
 import mimetypes
-import os
 import shutil
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,33 +23,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from sandbox_project.errors import ApiError
-
+from .backends import NO_SPACE, StorageFull, StorageUnavailable, current, no_space_is  # noqa: F401 (re-exported)
 from .ids import new_id
 from .models import Session, StoredFile
 from .names import extension_of, user_dir
-
-
-class StorageFull(ApiError):
-    """The storage volume has no room: a 507 that says so; the caller removes what it began."""
-
-    def __init__(self, what: str):
-        super().__init__(507, "insufficient_storage", f"The server's file storage is full: {what} could not be stored. "
-                         "Nothing was kept; retry once space is freed.")
-
-
-NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
-
-
-@contextmanager
-def no_space_is(what: str):
-    """Turns a full disk into StorageFull; any other OSError stays what it is."""
-    try:
-        yield
-    except OSError as error:
-        if error.errno in NO_SPACE:
-            raise StorageFull(what) from None
-        raise
 
 
 def root() -> Path:
@@ -71,19 +49,16 @@ def new_session(origin: str, user_id: str | None, **fields) -> Session:
     return Session.objects.create(id=new_id(), origin=origin, user_id=user_id or "", expires_at=expiry(), **fields)
 
 
-def _place(session: Session, folder: str, file_id: str, name: str) -> Path:
-    target = session_dir(session) / folder / f"{file_id}{extension_of(name)}"
-    with no_space_is("a folder"):
-        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return target
+def _key(session: Session, folder: str, file_id: str, name: str) -> str:
+    return f"{user_dir(session.user_id)}/{session.id}/{folder}/{file_id}{extension_of(name)}"
 
 
-def _record(session, file_id, name, target, size, sha256, **fields) -> StoredFile:
+def _record(session, file_id, name, key, size, sha256, **fields) -> StoredFile:
     return StoredFile.objects.create(
         id=file_id,
         session=session,
         name=name,
-        path=str(target.relative_to(root())),
+        path=key,
         size=size,
         content_type=content_type_for(name),
         sha256=sha256,
@@ -92,53 +67,54 @@ def _record(session, file_id, name, target, size, sha256, **fields) -> StoredFil
     )
 
 
+def _remove_object(key: str) -> None:
+    """Removes a half-made object after a failure; a store that is down keeps it (the
+    session's prefix goes with the session, cleanup_sessions retries)."""
+    try:
+        current().delete(key)
+    except (StorageUnavailable, OSError):
+        pass
+
+
 def save_upload(session: Session, uploaded, name: str, read_only: bool = False) -> StoredFile:
-    """Moves a streamed upload (a temporary file on the same volume) into place."""
+    """Stores a streamed upload (a complete temporary file on the local volume, hashed)."""
     file_id = new_id()
-    target = _place(session, "uploads", file_id, name)
-    os.rename(uploaded.temporary_file_path(), target)
+    key = _key(session, "uploads", file_id, name)
+    current().save_upload(key, uploaded.temporary_file_path(), uploaded.size)
     try:
         with transaction.atomic():
-            return _record(session, file_id, name, target, uploaded.size, uploaded.sha256, read_only=read_only)
+            return _record(session, file_id, name, key, uploaded.size, uploaded.sha256, read_only=read_only)
     except BaseException:
-        target.unlink(missing_ok=True)
+        _remove_object(key)
         raise
 
 
 def save_output(session: Session, open_source, name: str, size: int, sha256: str, modified_from=None) -> StoredFile:
-    """Copies a file an execution produced into storage (temporary name, then rename).
+    """Copies a file an execution produced into the store, complete before its row exists.
     `open_source()` opens it safely (executor.artifacts.open_beneath)."""
     file_id = new_id()
-    target = _place(session, "outputs", file_id, name)
-    partial = target.with_name(f".{file_id}.partial")
+    key = _key(session, "outputs", file_id, name)
     try:
-        with no_space_is(f"the output {name!r}"), open_source() as src, _private_file(partial) as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
-        os.rename(partial, target)
-        return _record(session, file_id, name, target, size, sha256, modified_from=modified_from)
+        with open_source() as src:
+            current().save_stream(key, src, f"the output {name!r}")
+        return _record(session, file_id, name, key, size, sha256, modified_from=modified_from)
     except BaseException:
-        partial.unlink(missing_ok=True)
-        target.unlink(missing_ok=True)
+        _remove_object(key)
         raise
 
 
 def save_output_link(session: Session, same: StoredFile, name: str, modified_from=None) -> StoredFile:
-    """Another name for bytes this execution already stored (a hard link in /mnt/data): a
-    hard link in storage too, so the bytes take room on the disk once."""
+    """Another name for bytes this execution already stored (a hard link in /mnt/data): the
+    bytes take room in the store once (a hard link on disk, the same object in S3)."""
     file_id = new_id()
-    target = _place(session, "outputs", file_id, name)
+    key = _key(session, "outputs", file_id, name)
+    stored_at = current().save_link(same.path, key, f"the output {name!r}")
     try:
-        with no_space_is(f"the output {name!r}"):
-            os.link(absolute_path(same), target)
-        return _record(session, file_id, name, target, same.size, same.sha256, modified_from=modified_from)
+        return _record(session, file_id, name, stored_at, same.size, same.sha256, modified_from=modified_from)
     except BaseException:
-        target.unlink(missing_ok=True)
+        if stored_at != same.path:
+            _remove_object(stored_at)
         raise
-
-
-def _private_file(path: Path):
-    """A new file only the server's user can read (0600, whatever the umask)."""
-    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
 
 
 def live_files():
@@ -155,18 +131,38 @@ def find_session(session_id: str) -> Session | None:
 
 
 def absolute_path(stored: StoredFile) -> Path:
-    return root() / stored.path
+    """The local path of a stored file's bytes: local disk only (an object in S3 has none;
+    use open_file() or copy_into(), which work with either store)."""
+    backend = current()
+    if not hasattr(backend, "path"):
+        raise RuntimeError("files live in the object store (SANDBOX_STORAGE_BACKEND=s3): there is no local path")
+    return backend.path(stored.path)
+
+
+def open_file(stored: StoredFile):
+    """A readable stream of a stored file's bytes; FileNotFoundError when they are gone."""
+    return current().open(stored.path)
+
+
+def copy_into(stored: StoredFile, target: Path) -> None:
+    """Streams a stored file into a new local file (an input in a work area)."""
+    current().copy_to(stored.path, target)
 
 
 def delete_file(stored: StoredFile) -> None:
-    path = absolute_path(stored)
+    key = stored.path
+    store = current()
     stored.delete()
-    path.unlink(missing_ok=True)
+    if not store.links_share_key or not StoredFile.objects.filter(path=key).exists():
+        store.delete(key)
 
 
 def delete_session(session: Session) -> None:
+    """The rows, the objects under the session's prefix, and its local folder (work areas)."""
+    prefix = f"{user_dir(session.user_id)}/{session.id}/"
     folder = session_dir(session)
     session.delete()
+    current().delete_prefix(prefix)
     shutil.rmtree(folder, ignore_errors=True)
 
 

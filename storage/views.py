@@ -24,14 +24,16 @@ class FileViewSet(viewsets.ViewSet):
     def download(self, request, session_id, file_id):
         stored = service.find_for(request.user, session_id, file_id)
         try:
-            handle = open(store.absolute_path(stored), "rb")
+            handle = store.open_file(stored)  # a stream from the store, read in blocks
         except FileNotFoundError:  # deleted or expired between the lookup and now
             raise not_found() from None
         record("download", request, user_id=request.user.user_id or stored.session.user_id or None,
                session_id=stored.session_id,
                file={"fileId": stored.id, "filename": stored.name, "size": stored.size, "mimeType": stored.content_type})
         name = stored.name.rsplit("/", 1)[-1]
-        return FileResponse(handle, content_type=stored.content_type, as_attachment=True, filename=name)
+        response = FileResponse(handle, content_type=stored.content_type, as_attachment=True, filename=name)
+        response["Content-Length"] = str(stored.size)  # the same header from either store
+        return response
 
     def metadata(self, request, session_id, file_id):
         return Response(service.describe(service.find_for(request.user, session_id, file_id)))

@@ -41,6 +41,19 @@ BASE_ENV = {
 }
 
 
+# SANDBOX_TEST_S3_ENDPOINT: every server the tests start keeps its files in that S3-compatible
+# store instead of on local disk (tests/object_store.py starts SeaweedFS for it).
+if os.environ.get("SANDBOX_TEST_S3_ENDPOINT"):
+    BASE_ENV.update({
+        "SANDBOX_STORAGE_BACKEND": "s3",
+        "SANDBOX_S3_ENDPOINT_URL": os.environ["SANDBOX_TEST_S3_ENDPOINT"],
+        "SANDBOX_S3_BUCKET": os.environ.get("SANDBOX_TEST_S3_BUCKET", "codeinterp-test"),
+        "SANDBOX_S3_ACCESS_KEY_ID": os.environ.get("SANDBOX_TEST_S3_KEY", "codeinterp"),
+        "SANDBOX_S3_SECRET_ACCESS_KEY": os.environ.get("SANDBOX_TEST_S3_SECRET", "codeinterp-secret"),
+    })
+STORE = BASE_ENV.get("SANDBOX_STORAGE_BACKEND", "local")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -140,16 +153,23 @@ class LiveServer:
 
 class ExternalServer:
     """The server at SANDBOX_TEST_URL, started by someone else with BASE_ENV's settings and
-    CANARY_KEY (scripts/compose-test.sh: the compose stack). Its data dir must be readable here
-    at SANDBOX_TEST_DATA_DIR (the compose volume has the same path on the host and in the
-    container); manage.py runs in SANDBOX_TEST_CONTAINER (docker exec); log_text() is the
-    container's log."""
+    CANARY_KEY: the compose stack (scripts/compose-test.sh) or the balancer of a cluster
+    (scripts/cluster-test.sh).
+
+    - SANDBOX_TEST_DATA_DIR: its data dir, readable here (the compose volume has the same path
+      on the host and in the container; for a cluster, replica 1's).
+    - SANDBOX_TEST_CONTAINER: manage.py runs there (docker exec) and log_text() is its log; or
+    - SANDBOX_TEST_MANAGE: a command that runs manage.py with the server's settings (words,
+      e.g. `scripts/cluster.sh manage 1`), and SANDBOX_TEST_LOGS: its log files (colon-separated).
+    """
 
     def __init__(self):
         self.url = EXTERNAL_URL
         self.port = urlsplit(EXTERNAL_URL).port
         self.data_dir = Path(os.environ["SANDBOX_TEST_DATA_DIR"])
-        self.container = os.environ["SANDBOX_TEST_CONTAINER"]
+        self.container = os.environ.get("SANDBOX_TEST_CONTAINER", "")
+        self.manage_command = shlex.split(os.environ.get("SANDBOX_TEST_MANAGE", ""))
+        self.logs = [Path(p) for p in os.environ.get("SANDBOX_TEST_LOGS", "").split(":") if p]
         self.env: dict[str, str] = {}
         self.process = None
 
@@ -158,6 +178,10 @@ class ExternalServer:
         return self.data_dir / "storage"
 
     def manage(self, *args: str, **extra_env: str) -> subprocess.CompletedProcess:
+        if self.manage_command:
+            # The command takes leading NAME=value words as settings (scripts/cluster.sh manage).
+            return subprocess.run([*self.manage_command, *(f"{k}={v}" for k, v in extra_env.items()), *args],
+                                  cwd=ROOT, check=False, capture_output=True, text=True, timeout=300)
         env_args = [f"--env={key}={value}" for key, value in extra_env.items()]
         return subprocess.run(["docker", "exec", *env_args, self.container, "python3", "manage.py", *args],
                               check=False, capture_output=True, text=True, timeout=300)
@@ -176,6 +200,8 @@ class ExternalServer:
         pass  # not ours
 
     def log_text(self) -> str:
+        if self.logs:
+            return "".join(path.read_text(errors="replace") for path in self.logs if path.exists())
         done = subprocess.run(["docker", "logs", self.container], check=False, capture_output=True, timeout=60)
         return (done.stdout + done.stderr).decode(errors="replace")
 

@@ -10,7 +10,7 @@ from tests.liveserver import ROOT
 
 def variables_read_by_settings() -> set[str]:
     source = (ROOT / "sandbox_project" / "settings.py").read_text()
-    return set(re.findall(r'(?:c\.(?:integer|number|boolean|choice|text|pool_sizes)|db_url)\("([A-Z_]+)"', source))
+    return set(re.findall(r'(?:c\.(?:integer|number|boolean|choice|text|pool_sizes)|db_url)\("([A-Z][A-Z0-9_]+)"', source))
 
 
 def test_every_variable_is_documented():

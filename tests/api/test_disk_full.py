@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import liveserver
 from tests.liveserver import Client, LiveServer
 
 MiB = 1 << 20
@@ -20,6 +21,9 @@ libc = ctypes.CDLL(None, use_errno=True)
 
 @pytest.fixture(scope="module")
 def small_volume():
+    if liveserver.STORE != "local":
+        pytest.skip("files live in the object store here, not on the local volume this test fills; a full "
+                    "bucket is not reproduced (SeaweedFS has no quota answer), storage/backends.py maps one to 507")
     folder = Path(tempfile.mkdtemp(prefix="codeinterp-full-", dir="/var/tmp"))
     if libc.mount(b"fulltest", str(folder).encode(), b"tmpfs", 0, b"size=24m,mode=0700") != 0:
         pytest.skip(f"cannot mount a tmpfs here: {os.strerror(ctypes.get_errno())} (needs root)")

@@ -84,10 +84,16 @@ class Command(BaseCommand):
                 store.delete_file(stored)
             self.stdout.write(f"{'would remove' if dry_run else 'removed'} {said}")
 
-        # 3. Stateful workspaces idle past their time, and audit rows past their TTL (SQL only).
+        # 3. Stateful workspaces idle past their time, audit rows past their TTL (SQL only),
+        #    slot rows of servers gone for good.
         if not dry_run:
             report["workspaces"] = runtime_sessions.expire()
             report["audit_rows"] = delete_expired_rows()
+            from executor.slots import forget_gone_hosts
+
+            gone = forget_gone_hosts()
+            if gone:
+                self.stdout.write(f"removed {gone} slot rows of servers not seen for an hour")
 
         verb = "would remove" if dry_run else "removed"
         self.stdout.write(
