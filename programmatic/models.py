@@ -17,6 +17,9 @@ class ProgrammaticRun(models.Model):
     lang = models.CharField(max_length=8)
     state = models.CharField(max_length=8, choices=STATES, default="running", db_index=True)
     handle = models.CharField(max_length=128, blank=True, default="")  # the backend's standing sandbox
+    # The server whose sandbox and work area this is (executor.slots.host()): only it may
+    # continue, cancel or reap the run; its sandbox is not reachable from another replica.
+    host = models.CharField(max_length=300, blank=True, default="", db_index=True)
     area = models.CharField(max_length=1024)  # the work area (tmpfs), relative to SANDBOX_STORAGE_PATH
     owner_uid = models.PositiveIntegerField(default=0)
     slot = models.PositiveIntegerField(default=0)

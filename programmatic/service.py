@@ -219,7 +219,7 @@ def start(data, caller, request) -> dict:
                 ws.place_input(name, lambda target, stored=stored: store.copy_into(stored, target))
             now = timezone.now()
             run = ProgrammaticRun.objects.create(
-                id=new_id(), session=session, owner=owner, user_id=user_id or "", lang=lang,
+                id=new_id(), session=session, owner=owner, host=slots.host(), user_id=user_id or "", lang=lang,
                 area=str(area.relative_to(store.root())), owner_uid=ws.owner, slot=slot, slot_token=slot_token,
                 tool_names=names, inputs={name: f.id for name, f in inputs.items()}, timeout_ms=timeout_ms,
                 deadline=now + timedelta(seconds=max_run_s), step_deadline=now + timedelta(milliseconds=timeout_ms),
@@ -275,6 +275,15 @@ def ptc_slots() -> int:
     return configured if configured > 0 else max(1, settings.SANDBOX_MAX_CONCURRENT_EXECUTIONS // 2)
 
 
+def _here(run: ProgrammaticRun) -> None:
+    """A run's sandbox stands on the server that started it: another replica cannot reach it
+    (route /exec/programmatic by client to one replica: docs/SCALING.md)."""
+    if run.host and run.host != slots.host():
+        raise ApiError(421, "misdirected_request",
+                       "This programmatic run is served by another replica of the Code API; "
+                       "route /exec/programmatic requests of one client to one replica")
+
+
 def _remember(request_id: str, run: ProgrammaticRun, owner: str) -> None:
     from django.db import IntegrityError
 
@@ -300,6 +309,7 @@ def continue_run(data, caller, request) -> dict:
         raise ApiError(404, "not_found", "Execution not found or expired")
     if run.owner != owner_of(caller):
         raise ApiError(403, "Forbidden", "This programmatic run belongs to another caller")
+    _here(run)
     by_id: dict[str, dict] = {}
     for item in results:
         if not isinstance(item, dict) or not isinstance(item.get("call_id"), str):
@@ -366,6 +376,7 @@ def cancel(data, caller) -> tuple[dict, int]:
     run = seen.run
     if run.owner != owner_of(caller):
         raise ApiError(403, "Forbidden", "Programmatic request belongs to another principal")
+    _here(run)
     if run.state == "ending":
         return {"status": "already_completed"}, 200
     ProgrammaticRun.objects.filter(pk=run.pk).update(cancelled=True)
@@ -607,7 +618,8 @@ def reap_overdue() -> int:
     now = timezone.now()
     grace = timedelta(seconds=10)  # a live worker ends its own step at its deadline
     overdue = ProgrammaticRun.objects.filter(
-        Q(state="waiting", step_deadline__lt=now) | Q(state="running", step_deadline__lt=now - grace) | Q(deadline__lt=now - grace)
+        Q(state="waiting", step_deadline__lt=now) | Q(state="running", step_deadline__lt=now - grace) | Q(deadline__lt=now - grace),
+        host=slots.host(),  # only this server can stop its sandbox and unmount its work area
     ).exclude(state="ending")
     ended = 0
     for run in overdue:
@@ -619,3 +631,10 @@ def reap_overdue() -> int:
             ended += 1
     return ended
 
+
+
+def forget_abandoned_runs() -> int:
+    """Rows of runs an hour past their deadline: their server would have reaped them had it
+    lived (each server reaps only its own), so it is gone; its sandboxes went with it."""
+    cutoff = timezone.now() - timedelta(seconds=slots.GONE_AFTER_S)
+    return ProgrammaticRun.objects.filter(deadline__lt=cutoff).delete()[0]

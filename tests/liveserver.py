@@ -240,3 +240,14 @@ class Client:
         response = self.post("/upload", files={"file": (name, content)}, data=fields, headers={"User-Id": "user-1"})
         assert response.status_code == 200, response.text
         return response.json()
+
+
+def sqlite_of(server) -> Path:
+    """The server's SQLite file, for a test that looks into it; the test is skipped, saying
+    why, where the server's database is another one (the cluster's PostgreSQL)."""
+    import pytest
+
+    path = server.data_dir / "db.sqlite3"
+    if not path.exists():
+        pytest.skip(f"reads the server's SQLite file, and {server!r} has none (its database is not SQLite)")
+    return path

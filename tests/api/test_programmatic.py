@@ -12,7 +12,7 @@ import uuid
 import pytest
 import requests
 
-from tests.liveserver import CANARY_KEY, Client, LiveServer
+from tests.liveserver import CANARY_KEY, Client, LiveServer, sqlite_of
 
 WEATHER = {"name": "get-weather", "description": "Weather of a city",
            "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "units": {"type": "string"}},
@@ -178,10 +178,11 @@ def test_cancel_ends_the_request_in_flight(api):
 def test_a_client_that_never_continues_costs_at_most_one_timeout(server, api):
     import sqlite3
 
+    db_path = sqlite_of(server)
     start(api, "await get_weather(city='never')", body={"timeout": 1500})
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        with sqlite3.connect(server.data_dir / "db.sqlite3", timeout=20) as db:
+        with sqlite3.connect(db_path, timeout=20) as db:
             left = db.execute("SELECT count(*) FROM programmatic_programmaticrun").fetchone()[0]
         if left == 0:
             break
@@ -248,3 +249,34 @@ def test_the_audit_trail_records_round_trips_and_tool_names_not_results(server, 
     assert row["details"]["tools"] == ["get-weather", "explode"]
     assert "Secretville" not in json.dumps(row) and "sunny" not in json.dumps(row)
     assert row["sessionId"] == final["session_id"] and row["execution"]["lang"] == "py"
+
+
+def test_a_run_of_another_replica_is_left_to_it(server, api):
+    """Only the server whose sandbox it is continues, cancels or reaps a run (docs/SCALING.md)."""
+    import sqlite3
+
+    db_path = sqlite_of(server)
+    request_id = str(uuid.uuid4())
+    waiting = start(api, "await get_weather(city='far')", body={"timeout": 1500},
+                    headers={"X-LibreChat-Code-Request-ID": request_id})
+
+    def set_host(value=None):
+        with sqlite3.connect(db_path, timeout=20) as db:
+            if value is not None:
+                db.execute("UPDATE programmatic_programmaticrun SET host = ?", (value,))
+            return db.execute("SELECT count(*) FROM programmatic_programmaticrun").fetchone()[0]
+
+    (own_host,) = sqlite3.connect(db_path).execute(
+        "SELECT host FROM programmatic_programmaticrun").fetchone()
+    set_host("another-replica:/srv/codeinterp")
+    results = [tools_answer(c) for c in waiting["tool_calls"]]
+    elsewhere = api.post("/exec/programmatic", json={"continuation_token": waiting["continuation_token"], "tool_results": results})
+    assert elsewhere.status_code == 421 and elsewhere.json()["error"] == "misdirected_request", elsewhere.text
+    assert api.post("/exec/programmatic/cancel", json={"request_id": request_id}).status_code == 421
+    time.sleep(4)  # past its step deadline (1.5 s) and the reaper's rounds: not this server's to reap
+    assert set_host() == 1
+    set_host(own_host)
+    deadline = time.monotonic() + 20
+    while set_host() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert set_host() == 0, "its own server reaps it"

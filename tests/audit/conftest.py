@@ -10,7 +10,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.liveserver import CANARY_KEY, Client, LiveServer
+from tests.liveserver import CANARY_KEY, Client, LiveServer, sqlite_of
 
 AUDIT_COLUMNS = ("action", "userId", "sessionId", "status", "ip", "userAgent", "details", "execution", "file", "error",
                  "createdAt", "updatedAt")
@@ -20,7 +20,7 @@ def audit_rows(server: LiveServer, where: str = "1=1", params: tuple = ()) -> li
     """AuditLog rows of a server using the default (SQLite) database, oldest first."""
     import json
 
-    with sqlite3.connect(server.data_dir / "db.sqlite3", timeout=20) as db:
+    with sqlite3.connect(sqlite_of(server), timeout=20) as db:
         db.row_factory = sqlite3.Row
         rows = db.execute(
             f"SELECT {', '.join(AUDIT_COLUMNS)} FROM sandbox_audit_logs WHERE {where} ORDER BY createdAt", params

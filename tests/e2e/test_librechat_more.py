@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.liveserver import CANARY_KEY, Client, LiveServer
+from tests.liveserver import CANARY_KEY, Client, LiveServer, sqlite_of
 
 HERE = Path(__file__).resolve().parent
 DRIVER = HERE / "drive_more.mjs"
@@ -35,7 +35,7 @@ def drive(server, *cases, timeout: float = 240) -> list[dict]:
 
 
 def programmatic_rows(server) -> int:
-    with sqlite3.connect(server.data_dir / "db.sqlite3", timeout=20) as db:
+    with sqlite3.connect(sqlite_of(server), timeout=20) as db:
         return db.execute("SELECT count(*) FROM programmatic_programmaticrun").fetchone()[0]
 
 

@@ -29,7 +29,8 @@ def test_callers_use_only_the_contract():
     """Every `get_backend().x` / `backend.x` outside executor/backends/ names a contract member."""
     used = set()
     for path in ROOT.glob("*/**/*.py"):
-        if ".venv" in path.parts or "tests" in path.parts or "backends" in path.parts or "node_modules" in path.parts:
+        # (storage/ has backends of its own: the file stores of storage/backends.py)
+        if {".venv", "tests", "backends", "node_modules", "storage"} & set(path.parts):
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if not isinstance(node, ast.Attribute):

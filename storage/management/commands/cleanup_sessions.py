@@ -94,6 +94,11 @@ class Command(BaseCommand):
             gone = forget_gone_hosts()
             if gone:
                 self.stdout.write(f"removed {gone} slot rows of servers not seen for an hour")
+            from programmatic.service import forget_abandoned_runs
+
+            abandoned = forget_abandoned_runs()
+            if abandoned:
+                self.stdout.write(f"removed {abandoned} programmatic runs of servers gone meanwhile")
 
         verb = "would remove" if dry_run else "removed"
         self.stdout.write(
