@@ -86,16 +86,34 @@ def _json_error(status: int) -> str:
             f"            return {shown} '{body}';\n        }}\n")
 
 
+PROXY = """            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Real-IP $remote_addr;
+            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_request_buffering on;
+            proxy_buffering on;
+            proxy_read_timeout {timeout}s;
+            proxy_send_timeout {timeout}s;
+"""
+
+
 def render() -> str:
     """nginx.conf for this server's settings."""
     base = folder()
-    body_mb = max(settings.SANDBOX_MAX_UPLOAD_MB, settings.SANDBOX_MAX_JSON_MB) + 1  # multipart framing
+    # Each route's own limit, so that nginx answers the 413 itself (it reads and discards the
+    # rest of the body, and the client reads the answer) instead of handing the workers a body
+    # they refuse half-way (their early answer broke nginx's write: a 502).
+    upload_mb = settings.SANDBOX_MAX_UPLOAD_MB + 1  # multipart framing
+    json_mb = settings.SANDBOX_MAX_JSON_MB
     temp = "\n".join(f"    {kind}_temp_path {base / 'tmp' / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     user = f"user {NGINX_USER} {NGINX_USER};\n" if os.geteuid() == 0 else ""
     error_pages = "".join(f"        error_page {status} ={FRONT_STATUS.get(status, status)} /.front-error/{status};\n"
                           for status in FRONT_ERRORS)
     error_locations = "".join(_json_error(status) for status in FRONT_ERRORS)
     timeout = request_timeout_s()
+    proxy = PROXY.format(timeout=timeout)
     return f"""# Made by sandbox_project/front.py at start-up; edits are overwritten.
 {user}worker_processes 1;
 pid {base / 'nginx.pid'};
@@ -115,7 +133,7 @@ http {{
     keepalive_timeout 65s;
     client_header_buffer_size 4k;
     large_client_header_buffers 8 16k;
-    client_max_body_size {body_mb}m;
+    client_max_body_size {json_mb}m;
     client_body_buffer_size 64k;
     # A body over the limit is read and thrown away (for this long at most), so the client
     # gets to read the 413 instead of a broken pipe.
@@ -127,18 +145,11 @@ http {{
     }}
     server {{
         listen {_listen(settings.SANDBOX_HOST, settings.SANDBOX_PORT)} backlog=1024;
-{error_pages}        location / {{
-            proxy_pass http://app;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $http_host;
-            proxy_set_header X-Real-IP $remote_addr;
-            proxy_set_header X-Forwarded-For $remote_addr;
-            proxy_request_buffering on;
-            proxy_buffering on;
-            proxy_read_timeout {timeout}s;
-            proxy_send_timeout {timeout}s;
-        }}
+{error_pages}        location ~ ^(/v1)?/upload(/batch)?/?$ {{
+            client_max_body_size {upload_mb}m;
+{proxy}        }}
+        location / {{
+{proxy}        }}
 {error_locations}    }}
 }}
 """

@@ -45,12 +45,22 @@ class CappedUploadHandler(TemporaryFileUploadHandler):
         self.received += len(raw_data)
         if self.received > self.limit:
             self.file.close()  # deletes the partial temporary file
+            self._drain()
             raise UploadTooLarge(settings.SANDBOX_MAX_UPLOAD_MB)
         self._hash.update(raw_data)
         try:
             return super().receive_data_chunk(raw_data, start)
         except OSError as error:
             self._no_space(error)
+
+    def _drain(self):
+        """Reads the rest of the body before the 413: a client (or the nginx front) still
+        writing it would otherwise see its connection cut, not the answer (nginx turns that
+        into a 502). Bounded: handle_raw_input refused bodies declared over limit + 1 MiB,
+        and the stream ends at the declared length."""
+        stream = getattr(self.request, "_stream", None)
+        while stream is not None and stream.read(1 << 16):
+            pass
 
     def _no_space(self, error: OSError):
         """A full volume: the partial temporary file goes now, and the client gets a 507."""
