@@ -34,6 +34,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -201,7 +202,7 @@ def start(data, caller, request) -> dict:
     session = None
     run = None
     try:
-        _admit(user_id, slot_token)
+        _admit(user_id, slot, slot_token)
         session = store.new_session("exec", user_id)
         backend = get_backend()
         area = store.session_dir(session) / "workspace" / f"ptc_{session.id}"
@@ -256,18 +257,27 @@ def _slot_token(user_id: str | None) -> str:
     return f"{SLOT_PREFIX}{who}-{secrets.token_hex(12)}"
 
 
-def _admit(user_id: str | None, slot_token: str) -> None:
+def _admit(user_id: str | None, slot: int, slot_token: str) -> None:
     """A slow tool keeps its run's slot busy: so a user (when the request names one: a JWT's
     sub, or user_id) may have only SANDBOX_PTC_RUNS_PER_USER runs at once, and programmatic
     runs together only SANDBOX_PTC_MAX_SLOTS slots; the others stay for /exec. Over either:
     429, as for a full queue. Counted after this run's slot is taken (reserve, then verify),
-    so concurrent starts cannot all pass a check made before any of them held anything."""
-    if user_id:
-        mine = slots.held_with_prefix(slot_token.rsplit("-", 1)[0] + "-")
-        if mine > settings.SANDBOX_PTC_RUNS_PER_USER:
-            raise slots.rate_limited(f"{mine - 1} programmatic runs of this user are running")
-    if slots.held_with_prefix(SLOT_PREFIX) > ptc_slots():
-        raise slots.rate_limited("every slot for programmatic runs is taken")
+    so concurrent starts cannot all pass a check made before any of them held anything; and
+    the checks of one server take turns (a lock on its slot rows; SQLite's write lock), a
+    refused start giving its slot back inside its turn, so the last of a burst to check sees
+    only the runs admitted and is itself admitted: a burst never refuses everyone."""
+    with transaction.atomic():
+        list(slots.mine().select_for_update().values_list("pk", flat=True))
+        refusal = None
+        if user_id:
+            mine = slots.held_with_prefix(slot_token.rsplit("-", 1)[0] + "-")
+            if mine > settings.SANDBOX_PTC_RUNS_PER_USER:
+                refusal = f"{mine - 1} programmatic runs of this user are running"
+        if refusal is None and slots.held_with_prefix(SLOT_PREFIX) > ptc_slots():
+            refusal = "every slot for programmatic runs is taken"
+        if refusal is not None:
+            slots.release(slot, slot_token)
+            raise slots.rate_limited(refusal)
 
 
 def ptc_slots() -> int:
