@@ -4,6 +4,7 @@ the storage layout: it gets a work directory, a command and limits, and says wha
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,6 +75,39 @@ def runner_status(raw: bytes) -> int | None:
         return None
     status = int(line)
     return status if status <= 255 else None
+
+
+class CappedOutput:
+    """A run's stdout and stderr as the server keeps them, for every backend and path: each
+    stream holds at most `cap` bytes (more sets `truncated`, and the caller stops the run);
+    stderr passes the run's clock first, which takes out the compile step's end marker and
+    holds back what may be the start of one. finish() adds what the clock still holds."""
+
+    def __init__(self, cap: int, clock=None):
+        self.cap = cap
+        self.clock = clock  # SandboxClock (executor/clock.py), or None
+        self.streams = {"stdout": bytearray(), "stderr": bytearray()}
+        self.truncated = False
+
+    def add(self, kind: str, payload: bytes) -> bool:
+        """Keeps what fits of `payload`; True when some of it did not."""
+        if kind == "stderr" and self.clock is not None:
+            payload = self.clock.filter_stderr(bytes(payload), time.monotonic())
+        target = self.streams[kind]
+        room = self.cap - len(target)
+        target += payload[: max(room, 0)]
+        if len(payload) > room:
+            self.truncated = True
+            return True
+        return False
+
+    def finish(self) -> None:
+        if self.clock is not None:
+            held, self.clock = self.clock.leftover(), None
+            self.add("stderr", held)
+
+    def text(self, kind: str) -> str:
+        return bytes(self.streams[kind]).decode("utf-8", errors="replace")
 
 
 class SandboxUnavailable(RuntimeError):

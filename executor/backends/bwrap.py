@@ -46,7 +46,7 @@ from django.conf import settings
 
 from sandbox_project.timing import phase, phase_mark
 
-from .base import SANDBOX_UID, Backend, Limits, RunResult, RunSpec, SandboxGone, kernel_release, passwd_lines, read_available, runner_status, slot_uid, version_of
+from .base import SANDBOX_UID, Backend, CappedOutput, Limits, RunResult, RunSpec, SandboxGone, kernel_release, passwd_lines, read_available, runner_status, slot_uid, version_of
 from ..workspace import Workspace
 from .cgroups import CgroupError, CgroupTree, ExecutionCgroup
 from .seccomp import SeccompUnavailable, build_bpf
@@ -295,25 +295,14 @@ class BwrapBackend(Backend):
                 self._active.discard(proc.pid)
 
     def _collect(self, proc: subprocess.Popen, spec: RunSpec, cgroup: ExecutionCgroup, result: RunResult, started: float) -> None:
-        cap = spec.limits.output_max_bytes
         clock = spec.clock(started)
-        out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
-        buffers = {out_fd: bytearray(), err_fd: bytearray()}
+        output = CappedOutput(spec.limits.output_max_bytes, clock)
+        kinds = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"}
         poller = select.poll()
-        for fd in buffers:
+        for fd in kinds:
             poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
-        open_fds = set(buffers)
-        stop = False
-
-        def take(fd: int, chunk: bytes, filtered: bool = True) -> bool:
-            if fd == err_fd and filtered:
-                chunk = clock.filter_stderr(chunk, time.monotonic())
-            target = buffers[fd]
-            room = cap - len(target)
-            target += chunk[: max(room, 0)]
-            return len(chunk) > room
-
-        while open_fds and not stop:
+        open_fds = set(kinds)
+        while open_fds and not output.truncated:
             remaining = clock.remaining(time.monotonic())
             if remaining <= 0:
                 result.timed_out, result.timed_out_phase = True, clock.phase
@@ -324,11 +313,9 @@ class BwrapBackend(Backend):
                     poller.unregister(fd)
                     open_fds.discard(fd)
                     continue
-                if take(fd, chunk):
-                    result.output_truncated = True
-                    stop = True
-        if take(err_fd, clock.leftover(), filtered=False):  # what the clock held back at the end
-            result.output_truncated = True
+                output.add(kinds[fd], chunk)
+        output.finish()  # what the clock held back at the end
+        result.output_truncated = output.truncated
         if result.timed_out or result.output_truncated:
             cgroup.kill()
         try:
@@ -348,8 +335,8 @@ class BwrapBackend(Backend):
                 result.signal = code - 128
         proc.stdout.close()
         proc.stderr.close()
-        result.stdout = bytes(buffers[out_fd]).decode("utf-8", errors="replace")
-        result.stderr = bytes(buffers[err_fd]).decode("utf-8", errors="replace")
+        result.stdout = output.text("stdout")
+        result.stderr = output.text("stderr")
         if code == LAUNCH_FAILED and "codeinterp-launch" in result.stderr:
             log.error("could not enter the execution cgroups", extra={"stderr": result.stderr[-500:]})
 
@@ -432,33 +419,29 @@ class BwrapBackend(Backend):
         result = RunResult()
         cpu_before = cgroup.stats()[1]
         cgroup.reset_peak()  # count the program, not the warm-up
-        cap = spec.limits.output_max_bytes
-        buffers = {"stdout": bytearray(), "stderr": bytearray(), "status": bytearray(), "exit": bytearray()}
+        output = CappedOutput(spec.limits.output_max_bytes)  # its clock is set once the program starts
+        # The runner's status line and bwrap's exit report: small, with their own caps.
+        reports = {"status": bytearray(), "exit": bytearray()}
         exit_fd = os.open(spec.code_dir.parent / EXIT_FIFO, os.O_RDWR | os.O_NONBLOCK)
         sources = {fd: kind for kind, fd in pipes.items()} | {exit_fd: "exit"}
 
-        clock = None
-
         def take(kind: str, chunk: bytes) -> None:
-            if kind == "stderr" and clock is not None:
-                chunk = clock.filter_stderr(chunk, time.monotonic())
-            target = buffers[kind]
-            room = (cap if kind in ("stdout", "stderr") else 4096) - len(target)
-            target += chunk[: max(room, 0)]
-            if len(chunk) > room and kind in ("stdout", "stderr"):
-                result.output_truncated = True
+            if kind in output.streams:
+                output.add(kind, chunk)
+            else:
+                reports[kind] += chunk[: max(4096 - len(reports[kind]), 0)]
 
         def over() -> bool:
-            return buffers["status"].endswith(b"\n") or _bwrap_exit(buffers["exit"]) is not None
+            return reports["status"].endswith(b"\n") or _bwrap_exit(reports["exit"]) is not None
 
         try:
             with phase("wake"):
                 begin()
             started = time.monotonic()
-            clock = spec.clock(started)
+            clock = output.clock = spec.clock(started)
             next_check = started + POLL_EMPTY_S
             ended = False
-            while not (ended or result.output_truncated or over()):
+            while not (ended or output.truncated or over()):
                 now = time.monotonic()
                 if clock.remaining(now) <= 0:
                     result.timed_out, result.timed_out_phase = True, clock.phase
@@ -471,22 +454,22 @@ class BwrapBackend(Backend):
                     ended = not cgroup.populated()
                     next_check = time.monotonic() + POLL_EMPTY_S
             for kind in ("stdout", "stderr", "status"):  # what was written just before the end
-                if not result.output_truncated or kind == "status":
-                    take(kind, read_available(pipes[kind], limit=cap + 1))
-            held, clock = clock.leftover(), None
-            take("stderr", held)
+                if not output.truncated or kind == "status":
+                    take(kind, read_available(pipes[kind], limit=spec.limits.output_max_bytes + 1))
+            output.finish()  # stderr the clock held back (a marker's possible start)
             take("exit", read_available(exit_fd, limit=64))
             result.wall_ms = int((time.monotonic() - started) * 1000)
             phase_mark("program", result.wall_ms)
         finally:
             cgroup.kill()  # the runner has killed the rest; this ends the runner, and any breach
             os.close(exit_fd)
-        status = bytes(buffers["status"])
+        result.output_truncated = output.truncated
+        status = bytes(reports["status"])
         code = None
         if not (result.timed_out or result.output_truncated):
             code = runner_status(status)
             if code is None:
-                code = _bwrap_exit(buffers["exit"])
+                code = _bwrap_exit(reports["exit"])
         result.exit_code = 128 + 9 if code is None else code  # otherwise: killed, as a cold run would be
         if 128 < result.exit_code <= 128 + 64:  # as bwrap reports a death by signal n
             result.signal = result.exit_code - 128
@@ -501,8 +484,8 @@ class BwrapBackend(Backend):
         result.peak_memory_bytes = peak
         result.cpu_ms = cpu_ms - cpu_before if cpu_ms is not None and cpu_before is not None else cpu_ms
         result.oom_killed = oom_kills > 0
-        result.stdout = bytes(buffers["stdout"]).decode("utf-8", errors="replace")
-        result.stderr = bytes(buffers["stderr"]).decode("utf-8", errors="replace")
+        result.stdout = output.text("stdout")
+        result.stderr = output.text("stderr")
         return result
 
     # -- standing sandboxes (programmatic runs, executor/backends/base.py: StandingSandboxes) --

@@ -28,6 +28,7 @@ from sandbox_project.timing import phase, phase_mark
 from .. import teardown
 from .base import (
     Backend,
+    CappedOutput,
     SANDBOX_UID,
     RunResult,
     RunSpec,
@@ -81,14 +82,13 @@ def engine_errors(method):
     return guarded
 
 
-class OutputCollector:
-    """Reads docker's multiplexed attach stream (8-byte frame headers) with a per-stream cap."""
+class OutputCollector(CappedOutput):
+    """CappedOutput fed from docker's multiplexed attach stream (8-byte frame headers)."""
+
+    KINDS = {_STDOUT: "stdout", _STDERR: "stderr"}
 
     def __init__(self, cap: int, clock=None):
-        self.cap = cap
-        self.clock = clock  # SandboxClock: sees stderr first (the compile step's end marker)
-        self.streams = {_STDOUT: bytearray(), _STDERR: bytearray()}
-        self.truncated = False
+        super().__init__(cap, clock)
         self._pending = bytearray()
 
     def feed(self, chunk: bytes) -> None:
@@ -97,26 +97,11 @@ class OutputCollector:
             size = int.from_bytes(self._pending[4:8], "big")
             if len(self._pending) < 8 + size:
                 return
-            stream = self._pending[0]
-            payload = self._pending[8 : 8 + size]
+            kind = self.KINDS.get(self._pending[0])
+            payload = bytes(self._pending[8 : 8 + size])
             del self._pending[: 8 + size]
-            self.add(stream, payload)
-
-    def add(self, stream: int, payload: bytes) -> None:
-        target = self.streams.get(stream)
-        if target is None:
-            return
-        if stream == _STDERR and self.clock is not None:
-            payload = self.clock.filter_stderr(bytes(payload), time.monotonic())
-        room = self.cap - len(target)
-        if len(payload) > room:
-            target += payload[: max(room, 0)]
-            self.truncated = True
-        else:
-            target += payload
-
-    def text(self, stream: int) -> str:
-        return bytes(self.streams[stream]).decode("utf-8", errors="replace")
+            if kind is not None:  # stdin frames (0) and unknown ones carry nothing of ours
+                self.add(kind, payload)
 
 
 class DockerBackend(Backend):
@@ -415,16 +400,14 @@ class DockerBackend(Backend):
                         status += os.read(fd, 16)
                         finished = finished or b"\n" in status or len(status) > 16
                     else:
-                        collector.add(_STDOUT if kind == "stdout" else _STDERR, _read_available(fd))
+                        collector.add(kind, _read_available(fd))
             if pipes:  # what the pipes still hold, bounded: a program may still be writing
                 for kind in ("stdout", "stderr"):
                     rest = _read_available(pipes[kind], limit=spec.limits.output_max_bytes + 1)
-                    collector.add(_STDOUT if kind == "stdout" else _STDERR, rest)
+                    collector.add(kind, rest)
                 if not status:  # a report written just before the end was noticed otherwise
                     status += _read_available(pipes["status"], limit=17)
-            leftover = clock.leftover()  # stderr the clock held back (a marker's possible start)
-            collector.clock = None
-            collector.add(_STDERR, leftover)
+            collector.finish()  # stderr the clock held back (a marker's possible start)
         finally:
             # Shut the stream first: the engine will not even kill a container whose output
             # is waiting to be read (shutdown, because the HTTP response holds the fd too).
@@ -435,8 +418,8 @@ class DockerBackend(Backend):
                     pass
                 sock.close()
         result.output_truncated = collector.truncated
-        result.stdout = collector.text(_STDOUT)
-        result.stderr = collector.text(_STDERR)
+        result.stdout = collector.text("stdout")
+        result.stderr = collector.text("stderr")
         reported = runner_status(bytes(status))
         if reported is not None and not (result.timed_out or collector.truncated):
             # The runner says the program is over, but the FIFO belongs to the program, which
