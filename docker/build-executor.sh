@@ -13,7 +13,7 @@ mkdir -p .build
 if [ "$ca" != none ] && [ -s "$ca" ]; then cp "$ca" .build/extra-ca.pem; else : >.build/extra-ca.pem; fi
 
 # The inputs that define the image; their hash is stored as a label to make rebuilds idempotent.
-inputs_hash="$(cat Dockerfile.executor executor/* | sha256sum | cut -c1-16)"
+inputs_hash="$(./executor-inputs.sh)"
 have="$(docker image inspect -f '{{ index .Config.Labels "codeinterp.inputs" }}' "$image" 2>/dev/null || true)"
 if [ "$have" = "$inputs_hash" ] && [ -z "${FORCE:-}" ]; then
   echo "[image] $image is up to date ($inputs_hash)" >&2; exit 0

@@ -37,7 +37,7 @@ podman_build() {
   local ca="${SANDBOX_BUILD_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}"
   if [ "$ca" != none ] && [ -s "$ca" ]; then cp "$ca" "$here/.build/extra-ca.pem"; else : >"$here/.build/extra-ca.pem"; fi
   local inputs_hash have
-  inputs_hash="$(cd "$here" && cat Dockerfile.executor executor/* | sha256sum | cut -c1-16)"
+  inputs_hash="$("$here/executor-inputs.sh")"
   have="$(podman image inspect -f '{{ index .Config.Labels "codeinterp.inputs" }}' "$image" 2>/dev/null || true)"
   [ "$have" = "$inputs_hash" ] && [ -z "${FORCE:-}" ] && return 0
   say "podman: building $image (inputs $inputs_hash); the first build takes several minutes"
