@@ -14,9 +14,11 @@ image="${SANDBOX_SERVER_IMAGE:-librechat/sandbox-server:latest}"
 "$here/build-executor.sh"
 
 cd "$root"
-inputs_hash="$( (cat docker/Dockerfile docker/server-entrypoint.sh .dockerignore requirements.txt docker/.build/extra-ca.pem
-                 find manage.py sandbox_project audit storage executor -name __pycache__ -prune -o -type f -print \
-                   | LC_ALL=C sort | xargs cat) | sha256sum | cut -c1-16)"
+# The server image's inputs: its Dockerfile and what .dockerignore lets into the context.
+mapfile -t context < <(sed -n 's/^!//p' .dockerignore)
+inputs_hash="$( (cat docker/Dockerfile .dockerignore
+                 find "${context[@]}" -name __pycache__ -prune -o -type f -print | LC_ALL=C sort | xargs cat) \
+                | sha256sum | cut -c1-16)"
 have="$(docker image inspect -f '{{ index .Config.Labels "codeinterp.inputs" }}' "$image" 2>/dev/null || true)"
 if [ "$have" = "$inputs_hash" ] && [ -z "${FORCE:-}" ]; then
   echo "[image] $image is up to date ($inputs_hash)" >&2; exit 0
