@@ -22,6 +22,9 @@ def audit_rows(server: LiveServer, where: str = "1=1", params: tuple = ()) -> li
 
     with sqlite3.connect(sqlite_of(server), timeout=20) as db:
         db.row_factory = sqlite3.Row
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sandbox_audit_logs'").fetchone():
+            pytest.skip(f"reads the audit table of the server's SQLite, and {server!r} keeps its audit log in another "
+                        "store (MONGO_URI: the compose stack's test checks the documents there)")
         rows = db.execute(
             f"SELECT {', '.join(AUDIT_COLUMNS)} FROM sandbox_audit_logs WHERE {where} ORDER BY createdAt", params
         ).fetchall()
