@@ -4,13 +4,18 @@ setting, next to the bare floor measured in the same run. One command:
     .venv/bin/python bench/suite.py [--runs 30] [--configs docker-pool,docker-cold,runsc-cold,bwrap-cold]
 
 For each configuration it starts its own server on 127.0.0.1 (tests/liveserver.py), warms up,
-then times each program `--runs` times, paced so a warm sandbox is ready again (an agent's
-calls are seconds apart: the LLM thinks in between); then throughput at concurrency 1, 4 and
-16 (unpaced, 5 slots, errors counted; 429s are expected past the queue) while /health is
-polled to see that the server stays responsive; then the resident memory of the server and
-of each idle warm sandbox. The floor is each program spawned directly, with no sandbox, from
-the same runtime files (the exported rootfs, chroot only) where they exist, else host python3.
-Prints tables, writes bench/results/suite.json. Numbers, not verdicts.
+then times each program `--runs` times in two call patterns: paced, so a warm sandbox is ready
+again (an agent's calls are seconds apart: the LLM thinks in between), and back to back from
+one client. Then sustained load: 1, 4 and 16 clients calling py print(1) back to back for
+`--throughput-seconds` each, and 4 clients cycling through py, js, ts and bash (5 slots, the
+default queue; every answer counted by status), while /health is polled to see that the server
+stays responsive; beside each, the bare floor's rate at the same concurrency (the program
+spawned directly by as many threads), and the CPU the whole machine spent per execution
+outside the programs themselves (/proc/stat, less the programs' own cgroup CPU as /exec
+reports it, less this benchmark's own CPU). Last, the memory of the server and of each idle
+warm sandbox. The floor is each program spawned directly, with no sandbox, from the same
+runtime files (the exported rootfs, chroot only) where they exist, else host python3. Prints
+tables, writes bench/results/suite.json. Numbers, not verdicts.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ CONFIGS = {
 # Left at the server's defaults (settings.py), as an operator runs it: tests/liveserver.py sets
 # smaller ones for quick limit tests.
 PRODUCTION_LIMITS = ("SANDBOX_MEMORY_MB", "SANDBOX_DISK_MB", "SANDBOX_TMP_MB", "SANDBOX_MAX_UPLOAD_MB", "SANDBOX_COMPILE_TIMEOUT_MS")
+CONCURRENCY = (1, 4, 16)
 ROOTFS = Path(os.environ.get("SANDBOX_BWRAP_ROOTFS", "/var/lib/codeinterp/rootfs"))
 
 
@@ -65,25 +71,75 @@ def summary(samples):
     return {"p50": statistics.median(samples), "p95": pct(samples, 0.95), "p99": pct(samples, 0.99), "n": len(samples)}
 
 
-def floor(argv, runs, workdir):
-    """The program with no sandbox: chroot into the same runtime files, nothing else."""
+FLOOR_ENV = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "MPLBACKEND": "Agg", "MPLCONFIGDIR": "/tmp/.mpl-floor"}
+
+
+def floor_command(argv):
+    """(argv, chroot root or None) of a program's floor, or None when it has none."""
     if argv is None or not (ROOTFS / argv[0].lstrip("/")).exists():
         if argv and argv[0].endswith("python3") and "print(1)" in argv[-1]:
-            argv, root = ["/usr/bin/python3", "-c", "print(1)"], None
-        else:
-            return None
-    else:
-        root = str(ROOTFS)
+            return ["/usr/bin/python3", "-c", "print(1)"], None
+        return None
+    return argv, str(ROOTFS)
+
+
+def spawn_floor(argv, root, workdir) -> bool:
+    done = subprocess.run(argv, capture_output=True, env=FLOOR_ENV, cwd="/" if root else workdir,
+                          preexec_fn=(lambda: (os.chroot(root), os.chdir("/tmp"))) if root else None)
+    return done.returncode == 0
+
+
+def floor(argv, runs, workdir):
+    """The program with no sandbox: chroot into the same runtime files, nothing else."""
+    command = floor_command(argv)
+    if command is None:
+        return None
     samples = []
-    env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "MPLBACKEND": "Agg", "MPLCONFIGDIR": "/tmp/.mpl-floor"}
     for _ in range(runs + 2):
         started = time.perf_counter()
-        done = subprocess.run(argv, capture_output=True, env=env, cwd="/" if root else workdir,
-                              preexec_fn=(lambda: (os.chroot(root), os.chdir("/tmp"))) if root else None)
-        if done.returncode != 0:
+        if not spawn_floor(*command, workdir):
             return None  # needs more than a bare chroot (bun wants /proc): no floor for it
         samples.append((time.perf_counter() - started) * 1000)
     return summary(samples[2:])
+
+
+def floor_rate(argv, concurrency, seconds, workdir):
+    """Spawns per second of the bare program from `concurrency` threads, back to back: the most
+    this machine does at that concurrency with no server and no sandbox."""
+    command = floor_command(argv)
+    if command is None:
+        return None
+    stop = time.monotonic() + seconds
+    done = [0]
+    lock = threading.Lock()
+
+    def spawner():
+        while time.monotonic() < stop:
+            if spawn_floor(*command, workdir):
+                with lock:
+                    done[0] += 1
+
+    threads = [threading.Thread(target=spawner) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return done[0] / seconds
+
+
+def busy_cpu_s() -> float:
+    """CPU seconds the whole machine has spent busy (every core, user + system + irq)."""
+    fields = [int(v) for v in open("/proc/stat").readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_s() -> float:
+    """CPU seconds of this benchmark (its threads, and its reaped children: the /health poller)."""
+    import resource
+
+    return sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+               for f in ("ru_utime", "ru_stime"))
 
 
 def server_timing(response) -> dict[str, float]:
@@ -113,24 +169,35 @@ def latency(client, lang, code, runs, pace_s):
             "phases_p50": {n: statistics.median(p.get(n, 0.0) for p in phases) for n in names}}
 
 
-def throughput(server, concurrency, seconds=10.0):
-    """Unpaced print(1) calls from `concurrency` threads for `seconds`; /health polled meanwhile."""
+MIXED = [("py", "print(1)"), ("js", "console.log(1)"), ("ts", "const n: number = 1; console.log(n)"), ("bash", "echo 1")]
+
+
+def throughput(server, concurrency, seconds=10.0, programs=(("py", "print(1)"),)):
+    """`concurrency` clients calling /exec back to back for `seconds`, each cycling through
+    `programs`; /health polled meanwhile; the machine's CPU outside the programs counted."""
     stop = time.monotonic() + seconds
     counts = {"ok": 0, "429": 0, "other": 0}
+    program_cpu_ms = [0]
     lock = threading.Lock()
 
-    def caller():
+    def caller(offset):
         client = Client(server)
+        n = offset
         while time.monotonic() < stop:
-            status = client.post("/exec", json={"lang": "py", "code": "print(1)"}).status_code
+            lang, code = programs[n % len(programs)]
+            n += 1
+            response = client.post("/exec", json={"lang": lang, "code": code})
             with lock:
-                counts["ok" if status == 200 else "429" if status == 429 else "other"] += 1
+                counts["ok" if response.status_code == 200 else "429" if response.status_code == 429 else "other"] += 1
+                if response.status_code == 200:
+                    program_cpu_ms[0] += response.json()["run"].get("cpu_time") or 0
 
     # The poller is a process of its own, as a load balancer's probe is: inside this process
     # it would wait for the GIL behind the 16 caller threads and time that, not the server.
     results = multiprocessing.get_context("spawn").Queue()
     poller = multiprocessing.get_context("spawn").Process(target=poll_health, args=(server.url, seconds, results))
-    threads = [threading.Thread(target=caller) for _ in range(concurrency)]
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(concurrency)]
+    busy_before, own_before = busy_cpu_s(), own_cpu_s()
     poller.start()
     for t in threads:
         t.start()
@@ -138,9 +205,12 @@ def throughput(server, concurrency, seconds=10.0):
         t.join()
     health_ms, slowest = results.get(timeout=60)
     poller.join(10)
+    busy, own = busy_cpu_s() - busy_before, own_cpu_s() - own_before
+    outside_ms = (busy - own) * 1000 - program_cpu_ms[0]
     return {**counts, "per_s": counts["ok"] / seconds, "health_p50_ms": statistics.median(health_ms),
             "health_max_ms": max(health_ms), "health_n": len(health_ms), "health_over_50ms": sum(ms > 50 for ms in health_ms),
-            "health_slowest_server_ms": slowest}
+            "health_slowest_server_ms": slowest, "programs_cpu_ms": program_cpu_ms[0], "bench_cpu_ms": own * 1000,
+            "outside_cpu_ms_per_exec": outside_ms / counts["ok"] if counts["ok"] else None}
 
 
 def poll_health(url, seconds, results):
@@ -212,13 +282,14 @@ def main():
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--pace", type=float, default=2.0, help="seconds between latency calls (pool configs)")
     parser.add_argument("--configs", default=",".join(CONFIGS))
-    parser.add_argument("--throughput-seconds", type=float, default=10)
+    parser.add_argument("--throughput-seconds", type=float, default=60, help="length of each sustained run")
     args = parser.parse_args()
     report = {"machine": {"cores": os.cpu_count(), "kernel": os.uname().release}, "floor": {}, "configs": {}}
     workdir = Path("/var/tmp/codeinterp-bench")
     workdir.mkdir(exist_ok=True)
     for name, (_, _, argv) in PROGRAMS.items():
         report["floor"][name] = floor(argv, args.runs, workdir)
+    report["floor_rate"] = {c: floor_rate(PROGRAMS["py print(1)"][2], c, min(args.throughput_seconds, 20), workdir) for c in CONCURRENCY}
     for config in args.configs.split(","):
         env = {**CONFIGS[config], "SANDBOX_LOG_LEVEL": "warn", "SANDBOX_MAX_CONCURRENT_EXECUTIONS": "5", "SANDBOX_TIMEOUT_MS": "30000"}
         try:
@@ -235,7 +306,10 @@ def main():
             row = {"latency": {}, "memory": {}}
             for name, (lang, code, _) in PROGRAMS.items():
                 row["latency"][name] = latency(client, lang, code, args.runs, args.pace if "pool" in config else 0)
-            row["throughput"] = {c: throughput(server, c, args.throughput_seconds) for c in (1, 4, 16)}
+            if "pool" in config:  # without a pool the paced calls above were back to back already
+                row["back_to_back"] = {name: latency(client, lang, code, args.runs, 0) for name, (lang, code, _) in PROGRAMS.items()}
+            row["throughput"] = {c: throughput(server, c, args.throughput_seconds) for c in CONCURRENCY}
+            row["mixed"] = throughput(server, 4, args.throughput_seconds, MIXED)
             time.sleep(8)
             server_pids = [p for p in descendants(server.process.pid) if b"gunicorn" in open(f"/proc/{p}/cmdline", "rb").read()
                            or b"pool_keeper" in open(f"/proc/{p}/cmdline", "rb").read()]
@@ -247,6 +321,16 @@ def main():
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)
     (out / "suite.json").write_text(json.dumps(report, indent=2))
+
+
+def latency_row(config, latencies, floors, names):
+    """One line of a latency table: p50 / p95 of each program, and its p50 over the floor's."""
+    cells = []
+    for n in names:
+        lat, f = latencies[n], floors[n]
+        ratio = f" (x{lat['p50'] / f['p50']:.1f})" if f else ""
+        cells.append(f"{lat['p50']:.1f} / {lat['p95']:.1f}{ratio}")
+    print(f"{config:32}" + "".join(f"{c:>26}" for c in cells))
 
 
 def print_report(report):
@@ -262,12 +346,11 @@ def print_report(report):
         if "error" in row:
             print(f"{config:32} failed to start: {row['error']}")
             continue
-        cells = []
-        for n in names:
-            lat, f = row["latency"][n], report["floor"][n]
-            ratio = f" (x{lat['p50'] / f['p50']:.1f})" if f else ""
-            cells.append(f"{lat['p50']:.1f} / {lat['p95']:.1f}{ratio}")
-        print(f"{config:32}" + "".join(f"{c:>26}" for c in cells))
+        latency_row(config, row["latency"], report["floor"], names)
+    print(f"\n{'back to back, one client':32}" + "".join(f"{n[:22]:>26}" for n in names))
+    for config, row in report["configs"].items():
+        if "back_to_back" in row:
+            latency_row(config, row["back_to_back"], report["floor"], names)
     print("\nwhere the time goes, server side (Server-Timing p50, ms): pool configs, py print(1) and the plot")
     for config, row in report["configs"].items():
         for n in ("py print(1)", "py pandas+matplotlib plot"):
@@ -275,12 +358,20 @@ def print_report(report):
             if lat and "pool" in config:
                 phases = ", ".join(f"{k} {v:.1f}" for k, v in lat["phases_p50"].items())
                 print(f"{config:14}{n[:12]:>13}  warm {lat['warm']}/{lat['n']}: {phases}")
-    print(f"\n{'throughput, py print(1)':32}{'conc':>6}{'ok/s':>8}{'ok':>6}{'429':>6}{'other':>6}{'health p50':>12}{'health max':>12}")
+    rates = report.get("floor_rate", {})
+    print(f"\n{'sustained, back to back':32}{'clients':>8}{'ok/s':>8}{'floor/s':>9}{'ok':>6}{'429':>6}{'other':>6}"
+          f"{'cpu/exec':>10}{'health p50':>12}{'health max':>12}")
     for config, row in report["configs"].items():
-        for c, t in row.get("throughput", {}).items():
+        runs = [(f"py print(1)", c, t, rates.get(c)) for c, t in row.get("throughput", {}).items()]
+        if "mixed" in row:
+            runs.append(("py/js/ts/bash", 4, row["mixed"], None))
+        for what, c, t, rate in runs:
             inside = t.get("health_slowest_server_ms") or {}
-            print(f"{config:32}{c:>6}{t['per_s']:>8.1f}{t['ok']:>6}{t['429']:>6}{t['other']:>6}{t['health_p50_ms']:>11.1f}ms{t['health_max_ms']:>10.1f}ms"
+            cpu = t.get("outside_cpu_ms_per_exec")
+            print(f"{config + ' ' + what:32}{c:>8}{t['per_s']:>8.1f}{(f'{rate:.1f}' if rate else '-'):>9}{t['ok']:>6}{t['429']:>6}{t['other']:>6}"
+                  f"{(f'{cpu:.0f}ms' if cpu is not None else '-'):>10}{t['health_p50_ms']:>11.1f}ms{t['health_max_ms']:>10.1f}ms"
                   f"   (slowest, in the server: {', '.join(f'{k} {v:.1f}' for k, v in inside.items())})")
+    print("(cpu/exec: CPU the machine spent per execution outside the programs: server, engine, kernel, pool refills)")
     print("\nmemory (PSS: shared pages split among the processes that map them)")
     for config, row in report["configs"].items():
         if "memory" in row:

@@ -65,7 +65,10 @@ SANDBOX_DISK_MB = c.integer("SANDBOX_DISK_MB", 256, 1)
 SANDBOX_TMP_MB = c.integer("SANDBOX_TMP_MB", 128, 1)
 SANDBOX_NOFILE = c.integer("SANDBOX_NOFILE", 1024, 64, 1_048_576)
 SANDBOX_MAX_CONCURRENT_EXECUTIONS = c.integer("SANDBOX_MAX_CONCURRENT_EXECUTIONS", 5, 1, 1000)
-SANDBOX_MAX_QUEUE = c.integer("SANDBOX_MAX_QUEUE", 10, 0, 10000)
+# 20 waiting beside 5 running: a team's 16 clients calling back to back all wait rather than
+# get 429s, and of the 32 request threads (SANDBOX_WORKERS x SANDBOX_THREADS) at least 7 stay
+# free for /health, files and downloads (a waiting /exec holds a thread).
+SANDBOX_MAX_QUEUE = c.integer("SANDBOX_MAX_QUEUE", 20, 0, 10000)
 SANDBOX_QUEUE_TIMEOUT_MS = c.integer("SANDBOX_QUEUE_TIMEOUT_MS", 30000, 0, 3_600_000)
 # How long a slot lease outlives the run's own time budget (copying files in and out).
 # A worker killed mid-run gives its slot back when the lease runs out.
