@@ -267,7 +267,8 @@ def _admit(user_id: str | None, slot: int, slot_token: str) -> None:
     refused start giving its slot back inside its turn, so the last of a burst to check sees
     only the runs admitted and is itself admitted: a burst never refuses everyone."""
     with transaction.atomic():
-        list(slots.mine().select_for_update().values_list("pk", flat=True))
+        # (in slot order, as every multi-row lock of these rows takes them: no deadlock)
+        list(slots.mine().order_by("number").select_for_update().values_list("pk", flat=True))
         refusal = None
         if user_id:
             mine = slots.held_with_prefix(slot_token.rsplit("-", 1)[0] + "-")
@@ -276,8 +277,9 @@ def _admit(user_id: str | None, slot: int, slot_token: str) -> None:
         if refusal is None and slots.held_with_prefix(SLOT_PREFIX) > ptc_slots():
             refusal = "every slot for programmatic runs is taken"
         if refusal is not None:
-            slots.release(slot, slot_token)
-            raise slots.rate_limited(refusal)
+            slots.release(slot, slot_token)  # committed with the turn: raising inside would roll it back
+    if refusal is not None:
+        raise slots.rate_limited(refusal)
 
 
 def ptc_slots() -> int:
