@@ -12,6 +12,8 @@ from django.http.multipartparser import MultiPartParserError
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import DataAndFiles, MultiPartParser
 
+from .uploads import drain
+
 
 class RawNameMultiPartParser(DjangoMultiPartParser):
     def sanitize_file_name(self, file_name):
@@ -28,5 +30,6 @@ class CodeApiMultiPartParser(MultiPartParser):
             parser = RawNameMultiPartParser(meta, stream, request.upload_handlers, encoding)
             data, files = parser.parse()
         except MultiPartParserError as error:
+            drain(stream)
             raise ParseError(f"Malformed multipart body: {error}") from None
         return DataAndFiles(data, files)

@@ -14,6 +14,15 @@ from sandbox_project.errors import ApiError
 from .store import NO_SPACE, StorageFull
 
 
+def drain(stream) -> None:
+    """Reads the rest of a body the server refuses part-way (too large, malformed, no room)
+    before it answers: a client, or the nginx front, still writing it would otherwise see its
+    connection cut, not the answer (nginx turns that into a 502). Bounded: the stream ends at
+    the declared length, which handle_raw_input and the front cap (limit + 1 MiB)."""
+    while stream is not None and stream.read(1 << 16):
+        pass
+
+
 class UploadTooLarge(ApiError):
     def __init__(self, limit_mb: int):
         super().__init__(413, "payload_too_large", f"File size limit exceeded: uploads are limited to {limit_mb} MiB per request")
@@ -54,18 +63,13 @@ class CappedUploadHandler(TemporaryFileUploadHandler):
             self._no_space(error)
 
     def _drain(self):
-        """Reads the rest of the body before the 413: a client (or the nginx front) still
-        writing it would otherwise see its connection cut, not the answer (nginx turns that
-        into a 502). Bounded: handle_raw_input refused bodies declared over limit + 1 MiB,
-        and the stream ends at the declared length."""
-        stream = getattr(self.request, "_stream", None)
-        while stream is not None and stream.read(1 << 16):
-            pass
+        drain(getattr(self.request, "_stream", None))
 
     def _no_space(self, error: OSError):
         """A full volume: the partial temporary file goes now, and the client gets a 507."""
         if getattr(self, "file", None) is not None:
             self.file.close()
+        self._drain()
         if error.errno in NO_SPACE:
             raise StorageFull("the upload") from None
         raise error
