@@ -1,7 +1,7 @@
 """The whole benchmark: latency and throughput of /exec through HTTP, per backend and pool
 setting, next to the bare floor measured in the same run. One command:
 
-    .venv/bin/python bench/suite.py [--runs 30] [--configs docker-pool,docker-cold,runsc-cold,bwrap-cold]
+    .venv/bin/python bench/suite.py [--runs 30] [--configs docker-pool,docker-cold,runsc-cold,bwrap-cold,bwrap-fork-pool]
 
 For each configuration it starts its own server on 127.0.0.1 (tests/liveserver.py), warms up,
 then times each program `--runs` times in two call patterns: paced, so a warm sandbox is ready
@@ -44,7 +44,7 @@ PLOT = (
 PROGRAMS = {
     "py print(1)": ("py", "print(1)", ["/opt/sandbox/python/bin/python3", "-c", "print(1)"]),
     "js": ("js", "console.log(1)", ["/usr/local/bin/bun", "-e", "console.log(1)"]),
-    "ts": ("ts", "const n: number = 1; console.log(n)", None),
+    "ts": ("ts", "const n: number = 1; console.log(n)", ["/usr/local/bin/bun", "main.ts"]),
     "bash": ("bash", "echo 1", ["/bin/bash", "-c", "echo 1"]),
     "py pandas+matplotlib plot": ("py", PLOT, ["/opt/sandbox/python/bin/python3", "-c", PLOT]),
 }
@@ -54,6 +54,8 @@ CONFIGS = {
     "runsc-cold": {"SANDBOX_POOL": "off", "SANDBOX_DOCKER_RUNTIME": "runsc"},
     "bwrap-pool": {"SANDBOX_POOL": "py:4,js:1,bash:1", "SANDBOX_BACKEND": "bwrap"},
     "bwrap-cold": {"SANDBOX_POOL": "off", "SANDBOX_BACKEND": "bwrap"},
+    # The fork-server (SANDBOX_FORKSERVER): warm sandboxes are forks of one template.
+    "bwrap-fork-pool": {"SANDBOX_POOL": "py:4,js:1,ts:1,bash:1", "SANDBOX_BACKEND": "bwrap", "SANDBOX_FORKSERVER": "true"},
 }
 # Left at the server's defaults (settings.py), as an operator runs it: tests/liveserver.py sets
 # smaller ones for quick limit tests.
@@ -74,12 +76,20 @@ def summary(samples):
 FLOOR_ENV = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "MPLBACKEND": "Agg", "MPLCONFIGDIR": "/tmp/.mpl-floor"}
 
 
+# Programs that need more than a bare chroot (bun reads /proc): spawned from the runtime's
+# own files but in the host's root, in the bench's work directory (where main.ts is).
+UNCHROOTED = ("/usr/local/bin/bun",)
+TS_SOURCE = PROGRAMS["ts"][1]
+
+
 def floor_command(argv):
     """(argv, chroot root or None) of a program's floor, or None when it has none."""
     if argv is None or not (ROOTFS / argv[0].lstrip("/")).exists():
         if argv and argv[0].endswith("python3") and "print(1)" in argv[-1]:
             return ["/usr/bin/python3", "-c", "print(1)"], None
         return None
+    if argv[0] in UNCHROOTED:
+        return [str(ROOTFS / argv[0].lstrip("/")), *argv[1:]], None
     return argv, str(ROOTFS)
 
 
@@ -228,15 +238,27 @@ def poll_health(url, seconds, results):
     results.put((health_ms, slowest[1]))
 
 
+def cmdline(pid: int) -> bytes:
+    try:
+        return open(f"/proc/{pid}/cmdline", "rb").read()
+    except OSError:
+        return b""
+
+
+def parent(pid: int) -> int:
+    try:
+        return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 def descendants(root: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
-            try:
-                ppid = int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
+            ppid = parent(int(entry))
+            if ppid:
+                children.setdefault(ppid, []).append(int(entry))
     found, todo = [], [root]
     while todo:
         pid = todo.pop()
@@ -287,6 +309,7 @@ def main():
     report = {"machine": {"cores": os.cpu_count(), "kernel": os.uname().release}, "floor": {}, "configs": {}}
     workdir = Path("/var/tmp/codeinterp-bench")
     workdir.mkdir(exist_ok=True)
+    (workdir / "main.ts").write_text(TS_SOURCE + "\n")
     for name, (_, _, argv) in PROGRAMS.items():
         report["floor"][name] = floor(argv, args.runs, workdir)
     report["floor_rate"] = {c: floor_rate(PROGRAMS["py print(1)"][2], c, min(args.throughput_seconds, 20), workdir) for c in CONCURRENCY}
@@ -311,8 +334,13 @@ def main():
             row["throughput"] = {c: throughput(server, c, args.throughput_seconds) for c in CONCURRENCY}
             row["mixed"] = throughput(server, 4, args.throughput_seconds, MIXED)
             time.sleep(8)
-            server_pids = [p for p in descendants(server.process.pid) if b"gunicorn" in open(f"/proc/{p}/cmdline", "rb").read()
-                           or b"pool_keeper" in open(f"/proc/{p}/cmdline", "rb").read()]
+            # The server: gunicorn's master and workers (`sandbox_project.serve`: this name, not
+            # "gunicorn", is in their command line; before 2026-12-03 only the keeper was
+            # counted), the keeper and the fork-server's template (its parent too), whose
+            # memory its forks share.
+            server_pids = [p for p in descendants(server.process.pid)
+                           if any(part in cmdline(p) for part in (b"sandbox_project.serve", b"gunicorn", b"pool_keeper", b"forkserver/template.py"))
+                           and b"template.py\x00serve" not in cmdline(parent(p))]  # (not its forks: warm sandboxes, below)
             row["memory"] = {"server_mb": memory_mb(server_pids), "warm_sandboxes_mb": warm_sandbox_mb(server)}
             report["configs"][config] = row
         finally:

@@ -10,8 +10,8 @@ from .models import ExecutionSlot
 
 @admin.register(ExecutionSlot)
 class ExecutionSlotAdmin(ReadOnly, admin.ModelAdmin):
-    list_display = ("host", "number", "in_use", "holder", "leased_at", "leased_until", "seen_at")
-    readonly_fields = ("host", "number", "holder", "leased_at", "leased_until", "seen_at")
+    list_display = ("host", "number", "in_use", "holder", "leased_at", "leased_until", "released_at", "seen_at")
+    readonly_fields = ("host", "number", "holder", "leased_at", "leased_until", "released_at", "seen_at")
     list_filter = ("host",)
     ordering = ("host", "number")
 

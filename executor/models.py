@@ -13,13 +13,16 @@ class ExecutionSlot(models.Model):
     """Slot `number` of server `host` (executor.pool.instance()): each server has its own
     SANDBOX_MAX_CONCURRENT_EXECUTIONS rows, since its capacity is its own machine's, and a
     request leases on the server that runs it. `seen_at` is the server's heartbeat (every
-    housekeeping round); rows of a server gone for good are removed by cleanup_sessions."""
+    housekeeping round); rows of a server gone for good are removed by cleanup_sessions.
+    `released_at` is when the row's last lease ended: with `leased_at` it tells the warm-pool
+    keeper how recently executions started or ended (executor.slots.last_activity)."""
 
     host = models.CharField(max_length=64, default="", db_index=True)
     number = models.PositiveIntegerField()
     holder = models.CharField(max_length=64, blank=True, default="")
     leased_at = models.DateTimeField(null=True, blank=True)
     leased_until = models.DateTimeField(null=True, blank=True)
+    released_at = models.DateTimeField(null=True, blank=True)
     seen_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -18,6 +18,7 @@ container id, or "<uid>:<cgroup>" for bwrap), and its owner the sandbox's host u
 from __future__ import annotations
 
 import errno
+import fcntl
 import functools
 import json
 import logging
@@ -33,16 +34,17 @@ from django.utils import timezone
 from storage.ids import new_id
 
 from .backends import get_backend
-from .backends.base import Limits, SandboxGone, longest_run_s, pool_uid
+from .backends.base import WARM_RUNNER, Limits, SandboxGone, longest_run_s, pool_uid
 from .languages import find_language
 from .models import WarmSandbox
+from .slots import last_activity
 from .workspace import Workspace, unmount
 
 log = logging.getLogger("sandbox.pool")
 FIFO = ".go"
 READY = ".ready"
 PIPES = {"stdout": ".stdout", "stderr": ".stderr", "status": ".status"}  # python sandboxes
-RUNNER = "/opt/sandbox/bin/warm_runner.py"
+RUNNER = WARM_RUNNER
 WAKE_TIMEOUT_S = 3  # a ready runner answers at once; a dead one is given up on quickly
 
 
@@ -96,19 +98,90 @@ def max_life_s() -> float:
 KILL_GRACE_S = 2.0
 
 
+# A worker that finds no fork ready waits this long for the keeper to make one (tens of ms)
+# before it runs cold: for a heavy program a cold start costs seconds. One worker per language
+# waits at a time (a lock file in the pool's root); the others run cold at once: the keeper
+# makes forks one after another, so under sustained load more waiters would only queue
+# behind it while the cores could be running cold starts (measured: 16 clients got 22.8
+# executions/s with every worker waiting, against 36 with no pool at all).
+FORK_WAIT_S = 0.5
+FORK_POLL_S = (0.005, 0.05)  # first and largest pause between looks (each is a query)
+WAITING = ".waiting-{language}"
+
+
 def claim(language_key: str, budget_s: float) -> WarmSandbox | None:
     """Takes a ready sandbox for one run of at most budget_s: past that (and KILL_GRACE_S) the
     keeper kills it, whether or not the worker that took it is still there."""
     if not enabled_for(language_key):
         return None
+    member = _take(language_key, budget_s)
+    if member is None and forked(language_key):
+        member = _wait_for_fork(language_key, budget_s)
+    return member
+
+
+def _wait_for_fork(language_key: str, budget_s: float) -> WarmSandbox | None:
+    wake_keeper()  # (it may be asleep: every earlier fork was still ready when it last looked)
+    try:
+        lock = os.open(root() / WAITING.format(language=language_key), os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return None  # another worker is waiting for the next fork: run cold
+        give_up = time.monotonic() + FORK_WAIT_S
+        pause = FORK_POLL_S[0]
+        member = None
+        while member is None and time.monotonic() < give_up:
+            time.sleep(pause)
+            pause = min(pause * 2, FORK_POLL_S[1])
+            member = _take(language_key, budget_s)
+        return member
+    finally:
+        os.close(lock)  # (and the lock with it)
+
+
+def _take(language_key: str, budget_s: float) -> WarmSandbox | None:
     now = timezone.now()
     fresh_after = now - timedelta(seconds=settings.SANDBOX_POOL_MAX_AGE_S)
     deadline = now + timedelta(seconds=budget_s + KILL_GRACE_S)
     for member in members().filter(language=language_key, state="ready", created_at__gt=fresh_after)[:8]:
         if WarmSandbox.objects.filter(pk=member.pk, state="ready").update(state="taken", claimed_at=now, deadline=deadline):
             member.deadline = deadline
+            if forked(language_key):
+                wake_keeper()  # a fork replaces it in tens of ms: now, not at the next round
             return member
     return None
+
+
+# Workers wake the keeper through a FIFO in the pool's root when they take a sandbox the
+# fork-server can replace at once; otherwise it looks every round (pool_keeper.ROUND_S).
+WAKE = ".wake"
+
+
+def wake_keeper() -> None:
+    try:
+        fd = os.open(root() / WAKE, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO: no keeper reading
+    except OSError:
+        return
+    try:
+        os.write(fd, b"1")
+    except OSError:
+        pass  # (full: it is awake already)
+    finally:
+        os.close(fd)
+
+
+def wake_channel() -> int:
+    """The keeper's end of the wake FIFO (read-write, so that it never sees end-of-file)."""
+    root().mkdir(parents=True, exist_ok=True)
+    try:
+        os.mkfifo(root() / WAKE, 0o600)
+    except FileExistsError:
+        pass
+    return os.open(root() / WAKE, os.O_RDWR | os.O_NONBLOCK)
 
 
 def enforce_deadlines() -> int:
@@ -126,18 +199,30 @@ def enforce_deadlines() -> int:
 
 
 def wake(ws: Workspace, argv: list[str]) -> None:
-    """Hands the argv to the waiting runner. Waits while it is still importing (it opens the
-    FIFO for reading only when ready); raises SandboxGone if it never does."""
+    """Hands the argv to the waiting runner. Waits while it is still starting (it opens the
+    FIFO for reading only once it has said ready); raises SandboxGone if it never does."""
     fifo = ws.code / FIFO
     give_up = time.monotonic() + WAKE_TIMEOUT_S
-    while True:
-        try:
-            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-            break
-        except OSError as error:
-            if error.errno != errno.ENXIO or time.monotonic() > give_up:
-                raise SandboxGone(f"warm sandbox did not answer: {error}") from None
+    listening = None
+    try:
+        while True:
+            try:
+                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+                break
+            except OSError as error:
+                if error.errno != errno.ENXIO or time.monotonic() > give_up:
+                    raise SandboxGone(f"warm sandbox did not answer: {error}") from None
+            if listening is None:
+                # A fork is claimed before anyone looked at it: its runner says ready only
+                # while someone holds .ready open for reading (announce_ready), so hold it.
+                try:
+                    listening = os.open(ws.code / READY, os.O_RDONLY | os.O_NONBLOCK)
+                except OSError:
+                    listening = -1
             time.sleep(0.002)
+    finally:
+        if listening is not None and listening >= 0:
+            os.close(listening)
     os.set_blocking(fd, True)
     with os.fdopen(fd, "w", encoding="utf-8") as pipe:
         pipe.write(json.dumps({"argv": argv}))
@@ -176,17 +261,25 @@ def start_member(language_key: str) -> WarmSandbox:
         os.chmod(ws.code / FIFO, 0o644)  # readable by the sandbox user despite the umask
         os.mkfifo(ws.code / READY)
         os.chmod(ws.code / READY, 0o622)
-        mode = "python" if language_key == "py" else "exec"
+        mode = runner_mode(language_key)
         if mode == "python" or backend.pool_pipes_always:
             for fifo in PIPES.values():  # written by the sandbox user, read by the server
                 os.mkfifo(ws.code / fifo)
                 os.chmod(ws.code / fifo, 0o622)
-        handle = backend.pool_start(name, ["python3", RUNNER, mode], ws, Limits.from_settings(), max_life_s(), instance(),
-                                    self_redirecting=mode == "python")
+        # -S for a runner that only execs: the image's site hook (sandbox_startup) would seed
+        # matplotlib's cache into the fresh /tmp, which a cold js, ts or bash run does not have.
+        argv = ["python3", RUNNER, mode] if mode == "python" else ["python3", "-S", RUNNER, mode]
+        handle = backend.pool_start(name, argv, ws, Limits.from_settings(), max_life_s(), instance(),
+                                    self_redirecting=mode == "python", runner_mode=mode)
     except BaseException:
         ws.close()
         raise
-    return WarmSandbox.objects.create(name=name, container_id=handle, language=language_key, instance=instance(), owner=owner)
+    # A fork is ready for a claim at once: its runner says ready within milliseconds, and the
+    # worker's wake waits that long (an ordinary start imports for seconds: "starting" until
+    # the runner says ready, tend()).
+    state = "ready" if forked(language_key) else "starting"
+    return WarmSandbox.objects.create(name=name, container_id=handle, language=language_key, instance=instance(), owner=owner,
+                                      state=state)
 
 
 def destroy_member(member: WarmSandbox) -> None:
@@ -247,17 +340,49 @@ def tend() -> dict:
         if WarmSandbox.objects.filter(pk=member.pk, state="taken").update(state="retired"):
             destroy_member(member)
             counts["retired"] += 1
-    # Starting a sandbox costs a CPU-second (container start, imports): while programs run,
-    # refill only a pool that is empty, so the warm-up does not slow the runs it is for.
-    from .slots import free_slots
-
-    busy = free_slots() < settings.SANDBOX_MAX_CONCURRENT_EXECUTIONS
+    # Starting a sandbox costs about a CPU-second (container start, imports). Under sustained
+    # load a refill competes for the cores with the very runs it is meant to speed up, and
+    # arrives too late for them: the drained pool made back-to-back calls slower than no pool
+    # at all. So it refills only in a pause (refill_allowed); during the load runs are cold, as
+    # with the pool off. A fork of the fork-server's template costs about a hundredth of that
+    # and refills at any time.
+    in_pause = None
     for language_key, wanted in settings.SANDBOX_POOL.items():
+        if not forked(language_key):
+            if in_pause is None:
+                in_pause = refill_allowed()
+            if not in_pause:
+                continue
         have = members().filter(language=language_key, state__in=("starting", "ready")).count()
-        for _ in range(wanted - have if not busy or have == 0 else 0):
+        for _ in range(wanted - have):
             start_member(language_key)
             counts["started"] += 1
     return counts
+
+
+# A run in progress holds the refill back for this long after its start; after that it is a
+# long job on its own (a training run, a big compile), and the pool may use the idle cores.
+RUN_HOLDS_REFILL_S = 5.0
+
+
+def runner_mode(language_key: str) -> str:
+    """The warm runner's mode: Python runs in the preloaded interpreter, the rest is exec'd."""
+    return "python" if language_key == "py" else "exec"
+
+
+def forked(language_key: str) -> bool:
+    """Whether this language's warm sandboxes are forks of a fork-server's template."""
+    return get_backend().pool_forks(runner_mode(language_key))
+
+
+def refill_allowed() -> bool:
+    """A pause: no run ended in the last SANDBOX_POOL_REFILL_QUIET_MS, and none still running
+    started more recently than that or RUN_HOLDS_REFILL_S, whichever is longer."""
+    started, ended = last_activity()
+    now = timezone.now()
+    quiet = timedelta(milliseconds=settings.SANDBOX_POOL_REFILL_QUIET_MS)
+    held = max(quiet, timedelta(seconds=RUN_HOLDS_REFILL_S))
+    return (ended is None or now - ended >= quiet) and (started is None or now - started >= held)
 
 
 def clear_all(keep_taken: bool) -> int:
@@ -277,7 +402,7 @@ def clear_all(keep_taken: bool) -> int:
     busy = {m.name for m in taken}
     if root().is_dir():
         for area in root().iterdir():
-            if area.name not in busy:
+            if area.name not in busy and area.is_dir() and not area.is_symlink():  # (not the WAKE FIFO)
                 unmount(area)
                 shutil.rmtree(area, ignore_errors=True)
     return removed

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import Max, Q
 from django.utils import timezone
 
 from sandbox_project.errors import ApiError
@@ -87,7 +87,16 @@ def try_acquire(token: str, lease_s: float) -> int | None:
 
 
 def release(number: int, token: str) -> None:
-    mine().filter(number=number, holder=token).update(holder="", leased_at=None, leased_until=None)
+    mine().filter(number=number, holder=token).update(holder="", leased_at=None, leased_until=None,
+                                                      released_at=timezone.now())
+
+
+def last_activity():
+    """(latest start of a run still holding its slot, latest end of a run) on this server; None
+    where there is none. A lease that ran out without a release (a killed worker) keeps its
+    start until the row is leased again."""
+    marks = mine().aggregate(started=Max("leased_at"), ended=Max("released_at"))
+    return marks["started"], marks["ended"]
 
 
 def queue_depth() -> int:

@@ -73,9 +73,18 @@ SANDBOX_QUEUE_TIMEOUT_MS = c.integer("SANDBOX_QUEUE_TIMEOUT_MS", 30000, 0, 3_600
 # How long a slot lease outlives the run's own time budget (copying files in and out).
 # A worker killed mid-run gives its slot back when the lease runs out.
 SANDBOX_LEASE_MARGIN_MS = c.integer("SANDBOX_LEASE_MARGIN_MS", 30000, 1000)
-# Warm sandboxes started ahead of time, per language (executor/pool.py); "off" for none.
-SANDBOX_POOL = c.pool_sizes("SANDBOX_POOL", "py:2")
+# bwrap only, experimental: warm sandboxes are forks of a template with the heavy modules
+# imported (executor/forkserver), tens of ms of CPU each instead of about a second; the pool
+# then refills without waiting for a pause. Python runs in the fork; other languages are
+# exec'd by it once it is confined.
+SANDBOX_FORKSERVER = c.boolean("SANDBOX_FORKSERVER", False)
+# Warm sandboxes started ahead of time, per language (executor/pool.py); "off" for none. With
+# the fork-server a warm sandbox is cheap enough for the interpreted languages too.
+SANDBOX_POOL = c.pool_sizes("SANDBOX_POOL", "py:2,js:1,ts:1,bash:1" if SANDBOX_FORKSERVER and SANDBOX_BACKEND == "bwrap" else "py:2")
 SANDBOX_POOL_MAX_AGE_S = c.integer("SANDBOX_POOL_MAX_AGE_S", 600, 10)
+# The pool refills only in a pause: no execution ended for this long, none still running started
+# in the last 5 s or this long (executor/pool.py, refill_allowed).
+SANDBOX_POOL_REFILL_QUIET_MS = c.integer("SANDBOX_POOL_REFILL_QUIET_MS", 500, 0, 600_000)
 SANDBOX_WORKERS = c.integer("SANDBOX_WORKERS", 2, 1, 64)
 SANDBOX_THREADS = c.integer("SANDBOX_THREADS", 16, 1, 256)
 # The buffering front (sandbox_project/front.py): nginx faces the clients, the workers only

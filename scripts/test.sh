@@ -20,6 +20,10 @@ SANDBOX_TEST_POOL=off .venv/bin/python -m pytest tests/api tests/executor/test_b
 echo "== the API suite, all languages and the warm pool again on the bubblewrap backend =="
 SANDBOX_TEST_BACKEND=bwrap .venv/bin/python -m pytest tests/api tests/executor/test_basic_languages.py \
   tests/executor/test_all_languages.py tests/executor/test_pool.py
+# The fork-server (SANDBOX_FORKSERVER, bwrap): the escape suite, the warm-pool tests and the
+# API suite with the warm sandboxes (py, js, ts, bash) forked from a template (about 7 minutes).
+echo "== the escape suite, the warm pool and the API suite with the bwrap fork-server =="
+SANDBOX_TEST_BACKEND=bwrap SANDBOX_TEST_FORKSERVER=true .venv/bin/python -m pytest tests/security tests/executor/test_pool.py tests/api
 # The server in its container (docker/compose.yml): the API suite and @librechat/agents again,
 # the audit in a MongoDB-compatible store, files across down/up (about 1-2 minutes).
 echo "== the compose stack =="

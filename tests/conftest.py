@@ -13,6 +13,12 @@ from tests.liveserver import Client, LiveServer
 TEST_BACKEND = os.environ.get("SANDBOX_TEST_BACKEND", "docker")
 if TEST_BACKEND != "docker":
     liveserver.BASE_ENV["SANDBOX_BACKEND"] = TEST_BACKEND
+# SANDBOX_TEST_FORKSERVER=true: the same, with the bwrap fork-server making warm sandboxes.
+# Its warm sandboxes are cheap, so every interpreted language has some (as the server's default
+# with the fork-server on): the escape suite's bash and js programs run in forks too.
+if os.environ.get("SANDBOX_TEST_FORKSERVER") == "true":
+    liveserver.BASE_ENV["SANDBOX_FORKSERVER"] = "true"
+    liveserver.BASE_ENV["SANDBOX_POOL"] = os.environ.get("SANDBOX_TEST_POOL", "py:2,js:1,ts:1,bash:1")
 SANDBOX_KINDS = {
     "runc": {"SANDBOX_BACKEND": "docker"},
     "runsc": {"SANDBOX_BACKEND": "docker", "SANDBOX_DOCKER_RUNTIME": "runsc"},

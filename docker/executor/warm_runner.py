@@ -129,6 +129,12 @@ def main() -> None:
     mode = sys.argv[1] if len(sys.argv) > 1 else "exec"
     if mode == "python":
         preload()
+    serve(mode)
+
+
+def serve(mode: str) -> None:
+    """Says ready, waits for the program and becomes it. The fork-server's children
+    (executor/forkserver/template.py) come here, preloaded by their template."""
     announce_ready()
     argv = wait_for_program()
     if mode == "python" and len(argv) >= 2 and os.path.basename(argv[0]).startswith("python") and argv[1].endswith(".py"):

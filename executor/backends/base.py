@@ -14,6 +14,9 @@ SANDBOX_UID = 10001
 # Warm sandboxes (executor/pool.py) run as SANDBOX_UID_BASE + POOL_UID_OFFSET + n, apart from
 # the per-slot uids of cold runs.
 POOL_UID_OFFSET = 10000
+# The process of a warm sandbox (docker/executor/warm_runner.py in the image); its "python"
+# mode preloads the heavy modules, which a fork of the fork-server's template already has.
+WARM_RUNNER = "/opt/sandbox/bin/warm_runner.py"
 
 
 # -- host uids -------------------------------------------------------------------------------
@@ -298,10 +301,19 @@ class WarmSandboxes:
     pool_pipes_always: bool = False
 
     def pool_start(self, name: str, argv: list[str], ws, limits: Limits, deadline_s: float, instance: str,
-                   self_redirecting: bool = False) -> str:
+                   self_redirecting: bool = False, runner_mode: str | None = None) -> str:
         """Starts the warm runner as ws.owner; it never lives longer than deadline_s.
-        self_redirecting: the runner sends its output to the FIFOs itself."""
+        self_redirecting: the runner sends its output to the FIFOs itself. runner_mode: the
+        warm runner's mode ("python", "exec") when argv is the warm runner, None otherwise
+        (a programmatic runner): with pool_forks(runner_mode), a fork may be the sandbox."""
         raise NotImplementedError
+
+    def pool_forks(self, runner_mode: str) -> bool:
+        """Whether warm sandboxes of this runner mode are forks of a fork-server's template
+        (tens of ms of CPU each, not a second): the pool then refills at any time, a new one
+        is ready for a claim at once, and a worker that finds none waits briefly for the
+        next (pool.claim)."""
+        return False
 
     def pool_alive(self, handles: set[str], instance: str) -> set[str]:
         """The handles whose sandbox still runs."""

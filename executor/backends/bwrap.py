@@ -24,7 +24,9 @@ execution runs on after it.
 
 Warm sandboxes (executor/pool.py, the pool_* methods) are launched the same way by the pool
 keeper, as a uid of their own (SANDBOX_UID_BASE + 10000 + n); a worker runs a program in
-one through FIFOs and ends it through its cgroup (see pool_finish).
+one through FIFOs and ends it through its cgroup (see pool_finish). With SANDBOX_FORKSERVER a
+warm Python sandbox is instead a fork of the fork-server's template that confines itself the
+same way (executor/forkserver); everything after its start is the same.
 """
 
 from __future__ import annotations
@@ -46,10 +48,11 @@ from django.conf import settings
 
 from sandbox_project.timing import phase, phase_mark
 
-from .base import SANDBOX_UID, Backend, CappedOutput, Limits, RunResult, RunSpec, SandboxGone, kernel_release, passwd_lines, read_available, runner_status, slot_uid, version_of
+from .base import POOL_UID_OFFSET, SANDBOX_UID, Backend, CappedOutput, Limits, RunResult, RunSpec, SandboxGone, kernel_release, passwd_lines, read_available, runner_status, slot_uid, version_of
+from .. import forkserver
 from ..workspace import Workspace
 from .cgroups import CgroupError, CgroupTree, ExecutionCgroup
-from .seccomp import SeccompUnavailable, build_bpf
+from .seccomp import SeccompUnavailable, build_bpf, build_template_bpf
 
 log = logging.getLogger("sandbox.bwrap")
 
@@ -76,6 +79,8 @@ LAUNCH_FAILED = 125
 # the runner's own report (os._exit, a crash, an OOM kill).
 EXIT_FIFO = ".exit"
 POLL_EMPTY_S = 0.02  # how often a warm run checks whether its sandbox has ended abnormally
+FORKED = "forked"  # in _warm, for a warm sandbox the fork-server made (no bwrap process of ours)
+TEMPLATE_FILE = ".template"  # in a forked sandbox's work area root (not in its view): which template made it
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -351,12 +356,13 @@ class BwrapBackend(Backend):
         return int(uid), unit
 
     def pool_start(self, name: str, argv: list[str], ws, limits: Limits, deadline_s: float, instance: str,
-                   self_redirecting: bool = False) -> str:
+                   self_redirecting: bool = False, runner_mode: str | None = None) -> str:
         """Launches `argv` (the warm runner) with every confinement of a cold run, as ws.owner,
         in a cgroup of its own. This process is bwrap's parent (--die-with-parent: a keeper
         that dies takes its sandboxes along) and reaps it in pool_alive/pool_destroy; any
         other process ends it through its cgroup. self_redirecting: the command sends its
-        output to the FIFOs itself (else it inherits them)."""
+        output to the FIFOs itself (else it inherits them). With the fork-server on, a warm
+        runner (runner_mode set) is a fork of its template instead, when there is one."""
         self._check_tools()
         env = self.image_env()
         bpf = self.bpf()
@@ -367,14 +373,19 @@ class BwrapBackend(Backend):
         outputs: list[int] = []
         try:
             os.mkfifo(ws.path / EXIT_FIFO, 0o600)
-            alias = self._expose_dirs(ws.data, ws.code, uid, unit)
+            status_fd = os.open(ws.path / EXIT_FIFO, os.O_RDWR)
             if self_redirecting:
                 stdout = stderr = subprocess.DEVNULL
             else:  # the exec'd program inherits them
                 outputs = [os.open(ws.code / name, os.O_RDWR) for name in (".stdout", ".stderr")]
                 stdout, stderr = outputs
-            status_fd = os.open(ws.path / EXIT_FIFO, os.O_RDWR)
-            proc = self._launch(argv, uid, alias, env, bpf, cgroup, limits, stdout, stderr, status_fd)
+            # A fork of the template needs no alias: it attaches the work area itself.
+            proc = None
+            if runner_mode is not None and self.pool_forks(runner_mode):
+                proc = self._fork(runner_mode, ws, uid, env, cgroup, limits, status_fd, outputs)
+            if proc is None:
+                alias = self._expose_dirs(ws.data, ws.code, uid, unit)
+                proc = self._launch(argv, uid, alias, env, bpf, cgroup, limits, stdout, stderr, status_fd)
         except BaseException:
             cgroup.stop_all()
             cgroup.remove()
@@ -387,8 +398,51 @@ class BwrapBackend(Backend):
         self._warm[unit] = proc
         return f"{uid}:{unit}"
 
+    # -- the fork-server (executor/forkserver) ------------------------------------------------
+    _forkserver = None
+
+    def pool_forks(self, runner_mode: str) -> bool:
+        # Both modes: a Python runner is the template's interpreter, preloaded; any other
+        # language is exec'd by the fork once confined (no bwrap, no second interpreter).
+        return settings.SANDBOX_FORKSERVER and runner_mode in ("python", "exec")
+
+    def _fork(self, runner_mode: str, ws, uid: int, env, cgroup: ExecutionCgroup, limits: Limits, status_fd: int,
+              outputs: list[int]):
+        """A warm sandbox as a fork of the template, or None when there is none to fork from
+        (the caller then launches it the ordinary way). `outputs`: the stdout and stderr FIFOs
+        an exec'd program inherits (empty: the Python runner opens them itself). Closes
+        status_fd when it succeeds."""
+        if self._forkserver is None:
+            low = self.uid_base + POOL_UID_OFFSET
+            self._forkserver = forkserver.ForkServer({
+                "rootfs": str(self.rootfs), "rootfs_dirs": list(ROOTFS_DIRS),
+                "template_uid": self.uid_base + forkserver.TEMPLATE_UID_OFFSET, "env": env,
+                "template_bpf": build_template_bpf(low, low + forkserver.TEMPLATE_UID_OFFSET - POOL_UID_OFFSET - 1).hex(),
+            }, self.bpf(), settings.SANDBOX_POOL_MAX_AGE_S)
+        request = {
+            "mode": runner_mode, "rootfs_dirs": list(ROOTFS_DIRS), "env": env,
+            "tmp_bytes": limits.tmp_mb << 20, "nofile": limits.nofile, "fsize": limits.disk_mb << 20,
+            "etc": {"passwd": PASSWD, "group": GROUP, "hosts": HOSTS, "hostname": "sandbox\n"},
+        }
+        null = os.open(os.devnull, os.O_WRONLY)
+        out_fd, err_fd = outputs or (null, null)
+        try:
+            self._forkserver.spawn(request=request, out_fd=out_fd, err_fd=err_fd, exit_fd=status_fd, data=ws.data, code=ws.code,
+                                   uid=uid, sandbox_uid=SANDBOX_UID, procs_files=cgroup.procs_files,
+                                   identity_file=ws.path / TEMPLATE_FILE)
+        except forkserver.ForkServerError as error:
+            log.warning("no sandbox from the fork-server; starting one the ordinary way", extra={"error": str(error)})
+            cgroup.stop_all()
+            return None
+        finally:
+            os.close(null)
+        os.close(status_fd)
+        return FORKED
+
     def _collect_warm_children(self) -> None:
         for unit, proc in list(self._warm.items()):
+            if proc is FORKED:  # a fork-server child: the template's to reap, not ours
+                continue
             if proc.poll() is not None:
                 del self._warm[unit]
                 with self._active_lock:
@@ -414,7 +468,10 @@ class BwrapBackend(Backend):
         if not pipes:
             raise RuntimeError("a bwrap warm sandbox always has its FIFOs")
         cgroup = self.tree().find(self._parse(handle)[1])
-        if cgroup is None or not cgroup.populated():
+        # (A sandbox killed from outside, e.g. with the fork-server's template that made it, may
+        # still be populated for a moment: its tasks are dying, and a program given to it would
+        # be lost with them.)
+        if cgroup is None or not cgroup.populated() or cgroup.dying():
             raise SandboxGone("the warm sandbox has ended")
         result = RunResult()
         cpu_before = cgroup.stats()[1]
@@ -484,6 +541,12 @@ class BwrapBackend(Backend):
         result.peak_memory_bytes = peak
         result.cpu_ms = cpu_ms - cpu_before if cpu_ms is not None and cpu_before is not None else cpu_ms
         result.oom_killed = oom_kills > 0
+        if code is None and not (result.timed_out or result.output_truncated or result.oom_killed) \
+                and forkserver.template_died(spec.code_dir.parent / TEMPLATE_FILE):
+            # No report because the fork-server's template died and took the sandbox along
+            # (which a program cannot cause: it cannot reach the template): not the program's
+            # end, so the request runs cold. Nothing a program writes can make this true.
+            raise SandboxGone("the warm sandbox died with its fork-server template")
         result.stdout = output.text("stdout")
         result.stderr = output.text("stderr")
         return result
@@ -530,7 +593,7 @@ class BwrapBackend(Backend):
         if (ALIAS_ROOT / unit).exists():
             self._unexpose(ALIAS_ROOT / unit)
         proc = self._warm.pop(unit, None)
-        if proc is not None:
+        if proc is not None and proc is not FORKED:
             try:
                 proc.wait(5)
             except subprocess.TimeoutExpired:

@@ -58,6 +58,27 @@ def task_is_stopped(tid: int) -> bool:
     return bool(int(fields[6]) & PF_EXITING) and int(fields[20]) == 0
 
 
+def process_dying(pid: int, started: int | None = None) -> bool:
+    """Whether process `pid` (this pid namespace) is gone, a zombie, in the kernel's exit path
+    or has a SIGKILL pending; `started`: its start time (stat field 22), so that another
+    process that got the pid since counts as gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+        with open(f"/proc/{pid}/status", "rb") as status:
+            pending = [int(line.split()[1], 16) for line in status if line.startswith((b"SigPnd:", b"ShdPnd:"))]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    if started is not None and int(fields[19]) != started:
+        return True
+    return fields[0] in (b"Z", b"X", b"x") or bool(int(fields[6]) & PF_EXITING) or any(mask & (1 << 8) for mask in pending)
+
+
+def start_time(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", "rb") as stat:
+        return int(stat.read().rsplit(b")", 1)[1].split()[19])
+
+
 def tasks_file_of(version: int) -> str:
     """The file listing every thread of a cgroup: "tasks" (v1) or "cgroup.threads" (v2)."""
     return "tasks" if version == 1 else "cgroup.threads"
@@ -460,6 +481,12 @@ class ExecutionCgroup:
         except (OSError, ValueError) as error:
             log.warning("cannot read cgroup counters", extra={"error": str(error)})
         return peak, cpu_ms, oom_kills
+
+    def dying(self) -> bool:
+        """Whether any of its processes has been killed or is on its way out (a zombie, in the
+        kernel's exit path, or with a SIGKILL pending): its sandbox was killed, and must not be
+        given a program."""
+        return any(process_dying(pid) for pid in self.pids())
 
     def populated(self) -> bool:
         """Whether any process is still in it (a missing cgroup is empty)."""

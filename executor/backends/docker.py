@@ -294,7 +294,7 @@ class DockerBackend(Backend):
         self.destroy(handle, name)
 
     def pool_start(self, name: str, argv: list[str], ws, limits, deadline_s: float, instance: str,
-                   self_redirecting: bool = False) -> str:
+                   self_redirecting: bool = False, runner_mode: str | None = None) -> str:
         cid = self.create(name, argv, ws.data, ws.code, limits, deadline_s=deadline_s, uid=ws.owner,
                           labels={POOL_LABEL: instance}, backstop=False)
         try:

@@ -187,14 +187,49 @@ def build_bpf() -> bytes:
         return seccomp.Arg(index, ops[op], value)
 
     for action, err, name, args in effective_rules():
-        verdict = seccomp.ALLOW if action == ALLOW else seccomp.ERRNO(err)
-        conditions = [arg(*a) for a in args]
-        try:
-            flt.add_rule(verdict, name, *conditions)
-        except (ValueError, RuntimeError):  # a call this libseccomp does not know by name
-            if name in _FALLBACK_NUMBERS:
-                flt.add_rule(verdict, _FALLBACK_NUMBERS[name], *conditions)
+        _add_rule(flt, seccomp.ALLOW if action == ALLOW else seccomp.ERRNO(err), name, [arg(*a) for a in args])
+    return _export(flt)
+
+
+def _add_rule(flt, verdict, name: str, conditions: list) -> None:
+    try:
+        flt.add_rule(verdict, name, *conditions)
+    except (ValueError, RuntimeError):  # a call this libseccomp does not know by name
+        if name in _FALLBACK_NUMBERS:
+            flt.add_rule(verdict, _FALLBACK_NUMBERS[name], *conditions)
+
+
+def _export(flt) -> bytes:
     with tempfile.TemporaryFile() as out:
         flt.export_bpf(out)
         out.seek(0)
         return out.read()
+
+
+# -- the fork-server template's own filter (executor/forkserver) -------------------------------
+# The template keeps CAP_SETUID and CAP_SETGID (and nothing else), so that each child can
+# become its sandbox's own host uid before it makes its user namespace: the kernel charges a
+# user namespace's per-user counters (inotify instances, message queues, processes) to the uid
+# that created it, so children of one uid would share them. This filter, inherited by every
+# child before the sandbox's own, bounds that: the uid and gid calls take only ids of the warm
+# sandboxes' range (each argument compared in full, so upper bits cannot smuggle in a 0),
+# supplementary groups cannot be set, and the escape calls of DENIED stay refused, but for
+# those a child needs to build its sandbox (namespaces, mounts, pivot_root, hostname).
+CHILD_SETUP_CALLS = {"mount", "umount2", "pivot_root", "move_mount", "unshare", "sethostname"}
+ID_CALLS = {"setuid": 1, "setgid": 1, "setfsuid": 1, "setfsgid": 1, "setreuid": 2, "setregid": 2, "setresuid": 3, "setresgid": 3}
+
+
+def build_template_bpf(id_low: int, id_high: int) -> bytes:
+    """(A program under it cannot set even its own uid again, a no-op a cold run allows: one
+    argument cannot be compared twice in one libseccomp rule, so there is no "below the range
+    but not the program's own id".)"""
+    seccomp = _libseccomp()
+    flt = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
+    refused = seccomp.ERRNO(errno.EPERM)
+    for name in [*(call for call in DENIED if call not in CHILD_SETUP_CALLS), "setgroups"]:
+        _add_rule(flt, refused, name, [])
+    for name, count in ID_CALLS.items():
+        for index in range(count):
+            _add_rule(flt, refused, name, [seccomp.Arg(index, seccomp.LT, id_low)])
+            _add_rule(flt, refused, name, [seccomp.Arg(index, seccomp.GT, id_high)])
+    return _export(flt)

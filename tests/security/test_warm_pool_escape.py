@@ -151,3 +151,13 @@ def test_garbage_on_the_status_fifo_is_not_a_500(pooled):
     code = "import os\nfd = os.open('/mnt/code/.status', os.O_WRONLY)\nos.write(fd, b'x' * 100000 + b'\\n')\nprint('done')\n"
     response = Client(pooled).post("/exec", json={"lang": "py", "code": code, "timeout": 3000})
     assert response.status_code == 200, response.text
+
+
+def test_a_forged_status_line_does_not_buy_a_second_run(pooled):
+    # A short garbage line on the status FIFO ends the warm run's read at once, with no status
+    # the server can use. The answer must be that run's (warm), not a cold run of the same code
+    # started after it: a program given to a sandbox is never run twice.
+    wait_for_pool(pooled)
+    code = "import os\nos.write(os.open('/mnt/code/.status', os.O_WRONLY), b'x\\n')\nimport time; time.sleep(1)\nprint('done')\n"
+    body = Client(pooled).exec("py", code, timeout=5000)
+    assert body["run"]["warm"] is True, body["run"]

@@ -1,6 +1,8 @@
 """Keeps SANDBOX_POOL warm sandboxes ready (started and stopped by gunicorn; see pool.py)."""
 
 import logging
+import os
+import select
 import signal
 import threading
 import time
@@ -26,6 +28,7 @@ class Command(BaseCommand):
         pool.clear_all(keep_taken=True)  # leftovers of a keeper that did not get to clean up
         log.info("pool keeper started", extra={"pool": settings.SANDBOX_POOL})
         threading.Thread(target=self.keep_deadlines, args=(stopping,), name="deadlines", daemon=True).start()
+        wake = pool.wake_channel()
         try:
             while not stopping:
                 try:
@@ -33,8 +36,15 @@ class Command(BaseCommand):
                 except Exception:
                     log.exception("pool round failed")
                     time.sleep(2)
-                time.sleep(ROUND_S)
+                # The next round at ROUND_S, or sooner when a worker took a sandbox the
+                # fork-server replaces at once (pool.wake_keeper).
+                if select.select([wake], [], [], ROUND_S)[0]:
+                    try:
+                        os.read(wake, 4096)  # every wake-up that came meanwhile
+                    except BlockingIOError:
+                        pass
         finally:
+            os.close(wake)
             removed = pool.clear_all(keep_taken=False)
             log.info("pool keeper stopped", extra={"removed": removed})
 
