@@ -134,6 +134,8 @@ class BwrapBackend(Backend):
         self._active: set[int] = set()  # pids our Popen objects will reap themselves
         self._active_lock = threading.Lock()
         self._warm: dict[str, subprocess.Popen] = {}  # warm sandboxes this process launched
+        # The fork-server's templates (the keeper's), per runner mode: the Python one and the lean one.
+        self._forkservers: dict[str, forkserver.ForkServer] = {}
         # The intermediate process bwrap forks for its nested user namespace outlives its
         # parent; as a subreaper this process collects it (see _reap_zombies) instead of an
         # init that may never reap.
@@ -399,8 +401,6 @@ class BwrapBackend(Backend):
         return f"{uid}:{unit}"
 
     # -- the fork-server (executor/forkserver) ------------------------------------------------
-    _forkserver = None
-
     def pool_forks(self, runner_mode: str) -> bool:
         # Both modes: a Python runner is the template's interpreter, preloaded; any other
         # language is exec'd by the fork once confined (no bwrap, no second interpreter).
@@ -412,10 +412,13 @@ class BwrapBackend(Backend):
         (the caller then launches it the ordinary way). `outputs`: the stdout and stderr FIFOs
         an exec'd program inherits (empty: the Python runner opens them itself). Closes
         status_fd when it succeeds."""
-        if self._forkserver is None:
+        server = self._forkservers.get(runner_mode)
+        if server is None:
             low = self.uid_base + POOL_UID_OFFSET
-            self._forkserver = forkserver.ForkServer({
-                "rootfs": str(self.rootfs), "rootfs_dirs": list(ROOTFS_DIRS),
+            # Python runs in the fork, so its template has the heavy modules loaded; the
+            # exec'd languages get a lean one, as a fork of 150 MB costs more to make and end.
+            server = self._forkservers[runner_mode] = forkserver.ForkServer({
+                "preload": runner_mode == "python", "rootfs": str(self.rootfs), "rootfs_dirs": list(ROOTFS_DIRS),
                 "template_uid": self.uid_base + forkserver.TEMPLATE_UID_OFFSET, "env": env,
                 "template_bpf": build_template_bpf(low, low + forkserver.TEMPLATE_UID_OFFSET - POOL_UID_OFFSET - 1).hex(),
             }, self.bpf(), settings.SANDBOX_POOL_MAX_AGE_S)
@@ -427,7 +430,7 @@ class BwrapBackend(Backend):
         null = os.open(os.devnull, os.O_WRONLY)
         out_fd, err_fd = outputs or (null, null)
         try:
-            self._forkserver.spawn(request=request, out_fd=out_fd, err_fd=err_fd, exit_fd=status_fd, data=ws.data, code=ws.code,
+            server.spawn(request=request, out_fd=out_fd, err_fd=err_fd, exit_fd=status_fd, data=ws.data, code=ws.code,
                                    uid=uid, sandbox_uid=SANDBOX_UID, procs_files=cgroup.procs_files,
                                    identity_file=ws.path / TEMPLATE_FILE)
         except forkserver.ForkServerError as error:

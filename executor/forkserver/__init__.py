@@ -1,13 +1,16 @@
-"""The fork-server, keeper side: one template per server process that asks for warm
+"""The fork-server, keeper side: the templates of the server process that asks for warm
 sandboxes, and the handshake that gives each child its uid and cgroups.
 
-The template (template.py) has numpy, pandas and matplotlib imported and never runs a
+The Python template (template.py) has numpy, pandas and matplotlib imported and never runs a
 program. A warm Python sandbox is then a fork of it that confines itself, instead of a new
 bwrap and a new interpreter importing everything again: tens of milliseconds of CPU
-(45-56 ms per execution measured, README) instead of about a second, so the pool can refill
-while calls keep coming. The privileged half of making a child's sandbox is done here, by the
-keeper (root): the child's user namespace is mapped to the sandbox's own host uid only, and it
-is moved into the execution's cgroups before it forks anything. (The child becomes that uid
+(README) instead of about a second, so the pool can refill while calls keep coming. The
+exec'd languages (js, ts, bash) fork from a second, lean template with nothing imported: its
+children are a few MB to copy and to end instead of the Python template's ~150.
+
+The privileged half of making a child's sandbox is done here, by the keeper (root): the
+child's user namespace is mapped to the sandbox's own host uid only, and it is moved into the
+execution's cgroups before it forks anything. (The child becomes that uid
 itself first, with the template's CAP_SETUID: docs/SECURITY.md.)
 
 Used by the bwrap backend's pool_start (executor/backends/bwrap.py) when
@@ -81,7 +84,7 @@ class Template:
         self.sock = keeper_end
         threading.Thread(target=self._relay_stderr, name="template-stderr", daemon=True).start()
         with os.fdopen(config_write, "wb") as pipe:
-            pipe.write(json.dumps({"bpf": bpf.hex()}).encode())
+            pipe.write(json.dumps({"bpf": bpf.hex(), "preload": config["preload"]}).encode())
         self.sock.settimeout(READY_TIMEOUT_S)
         try:
             said = self.sock.recv(16)

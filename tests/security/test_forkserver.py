@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -56,12 +57,26 @@ def templates(server) -> list[int]:
     return found
 
 
+def template_for(server, mode: str) -> list[int]:
+    """The templates for runner `mode`: "python" (preloaded) or "exec" (lean: python3 -S)."""
+    return [pid for pid in templates(server) if (b"\x00-S\x00" in cmdline(pid)) == (mode == "exec")]
+
+
 def cmdline(pid: int) -> bytes:
     return open(f"/proc/{pid}/cmdline", "rb").read()
 
 
 def ppid(pid: int) -> int:
     return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+
+
+def maps(pid: int) -> str:
+    return Path(f"/proc/{pid}/maps").read_text()
+
+
+def rss(pid: int) -> int:
+    """Resident memory in kB."""
+    return int(status(pid)["VmRSS"].split()[0])
 
 
 def status(pid: int) -> dict:
@@ -83,7 +98,13 @@ def test_the_template_holds_only_setuid_and_setgid_and_no_secret(forked):
     # A full pool: no fork in flight, so the template holds no request's fds at the moment.
     wait_for(lambda: ready(forked) == 2 and ready(forked, "bash") == 1, "the pool was not refilled")
     time.sleep(0.5)
-    [template] = templates(forked)
+    both = templates(forked)
+    assert sorted(both) == sorted(template_for(forked, "python") + template_for(forked, "exec")) and len(both) == 2, both
+    for template in both:
+        check_template(forked, template)
+
+
+def check_template(forked, template: int) -> None:
     state = status(template)
     uid_base = int(forked.env.get("SANDBOX_UID_BASE", "200000"))
     assert state["Uid"].split() == [str(uid_base + TEMPLATE_UID_OFFSET)] * 4
@@ -104,6 +125,18 @@ def test_the_template_holds_only_setuid_and_setgid_and_no_secret(forked):
     assert all(target.startswith("/opt/sandbox/python/") for fd, target in fds.items() if fd > 3), fds
     # Its own network namespace: nothing to reach, not even the host's loopback.
     assert os.readlink(f"/proc/{template}/ns/net") != os.readlink("/proc/self/ns/net")
+
+
+def test_the_exec_languages_fork_from_a_lean_template(forked):
+    # js, ts and bash only exec: their template has nothing loaded, so a fork copies a few MB
+    # (a fork of the Python template copies its ~150 MB page tables and ends them again).
+    wait_for(lambda: ready(forked) >= 1 and ready(forked, "bash") >= 1, "the pool never filled")
+    [lean], [heavy] = template_for(forked, "exec"), template_for(forked, "python")
+    assert "numpy" in maps(heavy) and "numpy" not in maps(lean) and "site-packages" not in maps(lean)
+    assert rss(lean) < rss(heavy) / 4, (rss(lean), rss(heavy))
+    # A bash run is a fork of it: warm, under the template's filter and its own.
+    body = Client(forked).exec("bash", "grep Seccomp_filters /proc/self/status")
+    assert body["run"]["warm"] is True and body["stdout"].split() == ["Seccomp_filters:", "2"], body
 
 
 def test_a_program_sees_neither_the_template_nor_its_uid(forked):
@@ -202,12 +235,12 @@ def test_forks_do_not_share_random_state(forked):
 
 def test_a_killed_template_costs_no_request_and_is_replaced(forked):
     forked_run(forked, "print(1)")
-    [old] = templates(forked)
+    [old] = template_for(forked, "python")
     os.kill(old, signal.SIGKILL)  # its pid namespace ends: every sandbox it made goes too
     for _ in range(4):  # served warm or cold, never an error
         body = Client(forked).exec("py", "print('fine')")
         assert body["stdout"] == "fine\n", body
-    wait_for(lambda: templates(forked) and templates(forked) != [old], "no new template")
+    wait_for(lambda: template_for(forked, "python") not in ([], [old]), "no new template")
     # Sandboxes started the ordinary way while there was no template may still be ready; once
     # they are used up, a fork of the new template serves again.
     served = []
