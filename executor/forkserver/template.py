@@ -229,7 +229,8 @@ def serve() -> None:
             request = json.loads(message)
         except ValueError:
             request = None
-        if request is None or len(fds) != 6 or (request.get("mode") == "python") != config["preload"]:
+        # (Only the keeper, root, writes here; still, nothing it sends may end this loop.)
+        if not isinstance(request, dict) or len(fds) != 6 or (request.get("mode") == "python") != config["preload"]:
             for fd in fds:
                 os.close(fd)
             continue
