@@ -25,8 +25,9 @@ execution runs on after it.
 Warm sandboxes (executor/pool.py, the pool_* methods) are launched the same way by the pool
 keeper, as a uid of their own (SANDBOX_UID_BASE + 10000 + n); a worker runs a program in
 one through FIFOs and ends it through its cgroup (see pool_finish). With SANDBOX_FORKSERVER a
-warm Python sandbox is instead a fork of the fork-server's template that confines itself the
-same way (executor/forkserver); everything after its start is the same.
+warm sandbox is instead a fork of a fork-server template that confines itself the same way
+(executor/forkserver: Python runs in the fork, js, ts and bash are exec'd by it); everything
+after its start is the same.
 """
 
 from __future__ import annotations
