@@ -54,7 +54,7 @@ CONFIGS = {
     "runsc-cold": {"SANDBOX_POOL": "off", "SANDBOX_DOCKER_RUNTIME": "runsc"},
     "bwrap-pool": {"SANDBOX_POOL": "py:4,js:1,bash:1", "SANDBOX_BACKEND": "bwrap"},
     "bwrap-cold": {"SANDBOX_POOL": "off", "SANDBOX_BACKEND": "bwrap"},
-    # The fork-server (SANDBOX_FORKSERVER): warm sandboxes are forks of one template.
+    # The fork-server (SANDBOX_FORKSERVER): warm sandboxes are forks of a template (Python, or the lean one).
     "bwrap-fork-pool": {"SANDBOX_POOL": "py:4,js:1,ts:1,bash:1", "SANDBOX_BACKEND": "bwrap", "SANDBOX_FORKSERVER": "true"},
 }
 # Left at the server's defaults (settings.py), as an operator runs it: tests/liveserver.py sets
