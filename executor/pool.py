@@ -46,6 +46,7 @@ READY = ".ready"
 PIPES = {"stdout": ".stdout", "stderr": ".stderr", "status": ".status"}  # python sandboxes
 RUNNER = WARM_RUNNER
 WAKE_TIMEOUT_S = 3  # a ready runner answers at once; a dead one is given up on quickly
+WAKE_POLL_S = (0.0002, 0.005)  # first and largest pause between tries (a fork is ready in ms)
 
 
 def root() -> Path:
@@ -200,29 +201,20 @@ def enforce_deadlines() -> int:
 
 def wake(ws: Workspace, argv: list[str]) -> None:
     """Hands the argv to the waiting runner. Waits while it is still starting (it opens the
-    FIFO for reading only once it has said ready); raises SandboxGone if it never does."""
+    FIFO for reading only once it is ready: a fork claimed the moment it was made is still
+    entering its sandbox for a few ms); raises SandboxGone if it never does."""
     fifo = ws.code / FIFO
     give_up = time.monotonic() + WAKE_TIMEOUT_S
-    listening = None
-    try:
-        while True:
-            try:
-                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-                break
-            except OSError as error:
-                if error.errno != errno.ENXIO or time.monotonic() > give_up:
-                    raise SandboxGone(f"warm sandbox did not answer: {error}") from None
-            if listening is None:
-                # A fork is claimed before anyone looked at it: its runner says ready only
-                # while someone holds .ready open for reading (announce_ready), so hold it.
-                try:
-                    listening = os.open(ws.code / READY, os.O_RDONLY | os.O_NONBLOCK)
-                except OSError:
-                    listening = -1
-            time.sleep(0.002)
-    finally:
-        if listening is not None and listening >= 0:
-            os.close(listening)
+    pause = WAKE_POLL_S[0]
+    while True:
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError as error:
+            if error.errno != errno.ENXIO or time.monotonic() > give_up:
+                raise SandboxGone(f"warm sandbox did not answer: {error}") from None
+        time.sleep(pause)
+        pause = min(pause * 2, WAKE_POLL_S[1])
     os.set_blocking(fd, True)
     with os.fdopen(fd, "w", encoding="utf-8") as pipe:
         pipe.write(json.dumps({"argv": argv}))
@@ -340,15 +332,27 @@ def tend() -> dict:
         if WarmSandbox.objects.filter(pk=member.pk, state="taken").update(state="retired"):
             destroy_member(member)
             counts["retired"] += 1
+    counts["started"] = refill(forks_only=False)
+    return counts
+
+
+def refill(forks_only: bool = True) -> int:
+    """Starts the sandboxes missing from SANDBOX_POOL; returns how many. forks_only: only the
+    languages the fork-server serves (the keeper, woken by a claim between its rounds: that
+    is all a claim can have changed, and one query per language is all it costs; a whole
+    round also checks every sandbox's cgroup and ages, several ms of the keeper's CPU)."""
     # Starting a sandbox costs about a CPU-second (container start, imports). Under sustained
     # load a refill competes for the cores with the very runs it is meant to speed up, and
     # arrives too late for them: the drained pool made back-to-back calls slower than no pool
     # at all. So it refills only in a pause (refill_allowed); during the load runs are cold, as
     # with the pool off. A fork of the fork-server's template costs about a hundredth of that
     # and refills at any time.
+    started = 0
     in_pause = None
     for language_key, wanted in settings.SANDBOX_POOL.items():
         if not forked(language_key):
+            if forks_only:
+                continue
             if in_pause is None:
                 in_pause = refill_allowed()
             if not in_pause:
@@ -356,8 +360,8 @@ def tend() -> dict:
         have = members().filter(language=language_key, state__in=("starting", "ready")).count()
         for _ in range(wanted - have):
             start_member(language_key)
-            counts["started"] += 1
-    return counts
+            started += 1
+    return started
 
 
 # A run in progress holds the refill back for this long after its start; after that it is a

@@ -132,10 +132,12 @@ def main() -> None:
     serve(mode)
 
 
-def serve(mode: str) -> None:
+def serve(mode: str, announce: bool = True) -> None:
     """Says ready, waits for the program and becomes it. The fork-server's children
-    (executor/forkserver/template.py) come here, preloaded by their template."""
-    announce_ready()
+    (executor/forkserver/template.py) come here, preloaded by their template, without
+    announcing: a fork is claimable as soon as it is made, so nobody waits for its word."""
+    if announce:
+        announce_ready()
     argv = wait_for_program()
     if mode == "python" and len(argv) >= 2 and os.path.basename(argv[0]).startswith("python") and argv[1].endswith(".py"):
         redirect_output()

@@ -293,7 +293,7 @@ def child(keeper: socket.socket, request: dict, fds: list, bpf: bytes, warm_runn
             startup._seed_matplotlib_cache()
     # "exec": the program replaces this process, confined as it is now (its stdout and stderr
     # are the FIFOs the keeper passed, its environment the image's).
-    warm_runner.serve(mode)
+    warm_runner.serve(mode, announce=False)
 
 
 def supervise(ctl: socket.socket, program: int, init: int, exit_fd: int, others) -> None:

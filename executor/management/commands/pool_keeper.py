@@ -29,16 +29,21 @@ class Command(BaseCommand):
         log.info("pool keeper started", extra={"pool": settings.SANDBOX_POOL})
         threading.Thread(target=self.keep_deadlines, args=(stopping,), name="deadlines", daemon=True).start()
         wake = pool.wake_channel()
+        last_round = float("-inf")  # when the last whole round began
         try:
             while not stopping:
                 try:
-                    pool.tend()
+                    if time.monotonic() - last_round >= ROUND_S:
+                        last_round = time.monotonic()
+                        pool.tend()
+                    else:  # woken by a claim between rounds: replace what was taken, no more
+                        pool.refill(forks_only=True)
                 except Exception:
                     log.exception("pool round failed")
                     time.sleep(2)
                 # The next round at ROUND_S, or sooner when a worker took a sandbox the
                 # fork-server replaces at once (pool.wake_keeper).
-                if select.select([wake], [], [], ROUND_S)[0]:
+                if select.select([wake], [], [], max(0.0, last_round + ROUND_S - time.monotonic()))[0]:
                     try:
                         os.read(wake, 4096)  # every wake-up that came meanwhile
                     except BlockingIOError:
