@@ -266,10 +266,11 @@ def start_member(language_key: str) -> WarmSandbox:
     except BaseException:
         ws.close()
         raise
-    # A fork is ready for a claim at once: its runner says ready within milliseconds, and the
-    # worker's wake waits that long (an ordinary start imports for seconds: "starting" until
-    # the runner says ready, tend()).
-    state = "ready" if forked(language_key) else "starting"
+    # A fork is ready for a claim at once: its runner opens the program FIFO within
+    # milliseconds, and the worker's wake waits that long. An ordinary start (also the one the
+    # backend falls back to when the template failed) imports for seconds: "starting" until
+    # its runner says ready (tend()).
+    state = "ready" if backend.pool_forked(handle) else "starting"
     return WarmSandbox.objects.create(name=name, container_id=handle, language=language_key, instance=instance(), owner=owner,
                                       state=state)
 
@@ -340,7 +341,7 @@ def refill(forks_only: bool = True) -> int:
     """Starts the sandboxes missing from SANDBOX_POOL; returns how many. forks_only: only the
     languages the fork-server serves (the keeper, woken by a claim between its rounds: that
     is all a claim can have changed, and one query per language is all it costs; a whole
-    round also checks every sandbox's cgroup and ages, several ms of the keeper's CPU)."""
+    round also checks every sandbox's cgroup and age: 1.5 ms more of the keeper's CPU per run)."""
     # Starting a sandbox costs about a CPU-second (container start, imports). Under sustained
     # load a refill competes for the cores with the very runs it is meant to speed up, and
     # arrives too late for them: the drained pool made back-to-back calls slower than no pool

@@ -315,6 +315,12 @@ class WarmSandboxes:
         next (pool.claim)."""
         return False
 
+    def pool_forked(self, handle: str) -> bool:
+        """Whether the sandbox pool_start just returned (in this process) is such a fork: its
+        runner does not announce itself, it is ready for a claim once made. False for one
+        started the ordinary way, also where the template failed and pool_start fell back."""
+        return False
+
     def pool_alive(self, handles: set[str], instance: str) -> set[str]:
         """The handles whose sandbox still runs."""
         raise NotImplementedError

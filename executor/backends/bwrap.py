@@ -443,6 +443,9 @@ class BwrapBackend(Backend):
         os.close(status_fd)
         return FORKED
 
+    def pool_forked(self, handle: str) -> bool:
+        return self._warm.get(self._parse(handle)[1]) is FORKED
+
     def _collect_warm_children(self) -> None:
         for unit, proc in list(self._warm.items()):
             if proc is FORKED:  # a fork-server child: the template's to reap, not ours

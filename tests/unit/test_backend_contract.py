@@ -15,7 +15,7 @@ from executor.backends.bwrap import BwrapBackend
 from executor.backends.docker import DockerBackend
 
 ROOT = Path(__file__).resolve().parents[2]
-OPTIONAL = {"kill_overdue", "pool_forks"}  # have defaults: backends whose sandboxes die with their worker; backends with no fork-server
+OPTIONAL = {"kill_overdue", "pool_forks", "pool_forked"}  # have defaults: backends whose sandboxes die with their worker; backends with no fork-server
 CONTRACT = {name for name, _ in inspect.getmembers(Backend, inspect.isfunction) if not name.startswith("_")}
 
 
