@@ -58,6 +58,11 @@ def held_leases(host: str) -> int:
     return int(psql(f"SELECT count(*) FROM executor_executionslot WHERE host = '{host}' AND holder <> '' AND leased_until > now()"))
 
 
+def leases_of(host: str) -> str:
+    """The slot rows of `host` held by anyone, with the database's clock, for a failure's message."""
+    return psql(f"SELECT number, holder, leased_at, leased_until, now() FROM executor_executionslot WHERE host = '{host}' AND holder <> ''")
+
+
 def containers_of(n: int) -> set[str]:
     """Sandboxes of replica n: ours (the label) that mount its data dir."""
     ids = subprocess.run(["docker", "ps", "-aq", "--no-trunc", "--filter", "label=org.librechat.codeinterp"],
@@ -71,13 +76,15 @@ def containers_of(n: int) -> set[str]:
     return found
 
 
-def wait_for(check, what: str, rounds: int = 600, pause: float = 0.2):
+def wait_for(check, what, rounds: int = 600, pause: float = 0.2):
+    """Polls `check` until it is true; `what` (a text, or a function giving one when it failed,
+    to show the state it found) names it."""
     for _ in range(rounds):
         value = check()
         if value:
             return value
         time.sleep(pause)
-    raise AssertionError(f"never happened: {what}")
+    raise AssertionError(f"never happened: {what() if callable(what) else what}")
 
 
 def upload(content: bytes, name: str, replica: int = 0) -> dict:
@@ -220,6 +227,9 @@ store.delete_prefix('cluster-test/')
 def test_sigkill_of_a_replica_fails_only_its_own_calls_and_loses_nothing():
     kept = [(upload(os.urandom(50_000 + n), f"kept{n}.bin"), n) for n in range(6)]
     host = replica_host(2)
+    # Nothing of an earlier test holds a slot of it (a programmatic run, routed by client to
+    # one replica, holds its slot for up to SANDBOX_PTC_MAX_RUN_S): every lease below is the load's.
+    wait_for(lambda: held_leases(host) == 0, lambda: f"replica 2 holds no slot before the load: {leases_of(host)}", rounds=150)
     load = Load().start()
     # Kill it while it runs something (a lease it holds), so its calls in flight are lost.
     wait_for(lambda: held_leases(host) > 0, "replica 2 ran a call of the load")
@@ -247,7 +257,7 @@ def test_sigkill_of_a_replica_fails_only_its_own_calls_and_loses_nothing():
     # ... its slots come back once their lease ran out (SANDBOX_LEASE_MARGIN_MS is short here),
     # and once it is back, its sandboxes from before the kill are gone (the new keeper clears
     # its pool; cold runs' containers go with the sweep after their deadline).
-    wait_for(lambda: held_leases(host) == 0, "the dead replica's leases expired", rounds=600)
+    wait_for(lambda: held_leases(host) == 0, lambda: f"the dead replica's leases expired: {leases_of(host)}", rounds=600)
     cluster("start", "2")
     health = requests.get(f"{url(2)}/health", timeout=30).json()
     assert health["slots"]["free"] == health["slots"]["total"], health
