@@ -44,7 +44,11 @@ cleanup() {
     say "the cluster's logs are kept in $keep"
   fi
   scripts/cluster.sh down
+  # Taken down means gone: its state dir (database, bucket, logs) and its network namespaces.
+  left="$( { [ ! -e "$CLUSTER_DIR" ] || echo "$CLUSTER_DIR"; ip netns list | grep -o "^cix$CLUSTER_PORT-[a-z0-9]*"; } | tr '\n' ' ')"
+  if [ -n "${left// }" ]; then say "the cluster left behind: $left"; status=1; fi
   say "cluster test took $(( $(date +%s) - started )) s in all"
+  exit "$status"
 }
 trap cleanup EXIT
 scripts/cluster.sh up 3

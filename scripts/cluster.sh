@@ -374,7 +374,9 @@ down() {
   for cid in $(docker ps -aq --filter label=org.librechat.codeinterp 2>/dev/null); do
     docker inspect -f '{{range .Mounts}}{{.Source}} {{end}}' "$cid" 2>/dev/null | grep -q "$state/" && docker rm -f "$cid" >/dev/null 2>&1
   done
-  findmnt -rn -o TARGET | grep "^$state/" | sort -r | xargs -r -n1 umount -l
+  # (no mount left is the usual case: grep then fails, which under pipefail would end the
+  # script here and leave the namespaces and the state dir behind)
+  { findmnt -rn -o TARGET | grep "^$state/" || true; } | sort -r | xargs -r -n1 umount -l
   if [ -f "$state/namespaces" ]; then
     tac "$state/namespaces" | while read -r name; do ip netns del "$name" 2>/dev/null || true; done
   fi
