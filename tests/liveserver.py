@@ -54,6 +54,17 @@ if os.environ.get("SANDBOX_TEST_S3_ENDPOINT"):
 STORE = BASE_ENV.get("SANDBOX_STORAGE_BACKEND", "local")
 
 
+def mounts_under(folder: Path) -> list[str]:
+    """Mount points at or below `folder` (/proc/self/mountinfo's fifth field, octal escapes undone)."""
+    prefix = str(folder).rstrip("/") + "/"
+    points = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = line.split()[4].encode().decode("unicode_escape")
+        if point.startswith(prefix):
+            points.append(point)
+    return points
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -145,7 +156,14 @@ class LiveServer:
                 self.process.wait(10)
         if getattr(self, "log", None):
             self.log.close()
+        # A server stopped (or a worker killed) before its teardown thread unmounted a work area
+        # leaves that mount in its data dir; its own sweep would take it at its next start, but
+        # this data dir has none. Detach what is mounted there, deepest first, then remove it.
+        for point in sorted(mounts_under(self.data_dir), key=len, reverse=True):
+            subprocess.run(["umount", "-l", point], capture_output=True, timeout=30)
         shutil.rmtree(self.data_dir, ignore_errors=True)
+        if self.data_dir.exists():  # what a test server leaves on the machine is a failure
+            raise RuntimeError(f"the test server's data dir could not be removed: {self.data_dir}")
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
