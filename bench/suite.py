@@ -55,7 +55,7 @@ CONFIGS = {
     "bwrap-pool": {"SANDBOX_POOL": "py:4,js:1,bash:1", "SANDBOX_BACKEND": "bwrap"},
     "bwrap-cold": {"SANDBOX_POOL": "off", "SANDBOX_BACKEND": "bwrap"},
     # The fork-server (SANDBOX_FORKSERVER): warm sandboxes are forks of a template (Python, or the lean one).
-    "bwrap-fork-pool": {"SANDBOX_POOL": "py:4,js:1,ts:1,bash:1", "SANDBOX_BACKEND": "bwrap", "SANDBOX_FORKSERVER": "true"},
+    "bwrap-fork-pool": {"SANDBOX_POOL": "py:4,js:2,ts:2,bash:2", "SANDBOX_BACKEND": "bwrap", "SANDBOX_FORKSERVER": "true"},
 }
 # Left at the server's defaults (settings.py), as an operator runs it: tests/liveserver.py sets
 # smaller ones for quick limit tests.

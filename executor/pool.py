@@ -148,11 +148,15 @@ def _take(language_key: str, budget_s: float) -> WarmSandbox | None:
     now = timezone.now()
     fresh_after = now - timedelta(seconds=settings.SANDBOX_POOL_MAX_AGE_S)
     deadline = now + timedelta(seconds=budget_s + KILL_GRACE_S)
-    for member in members().filter(language=language_key, state="ready", created_at__gt=fresh_after)[:8]:
+    ready = list(members().filter(language=language_key, state="ready", created_at__gt=fresh_after)[:8])
+    for n, member in enumerate(ready):
         if WarmSandbox.objects.filter(pk=member.pk, state="ready").update(state="taken", claimed_at=now, deadline=deadline):
             member.deadline = deadline
-            if forked(language_key):
-                wake_keeper()  # a fork replaces it in tens of ms: now, not at the next round
+            if forked(language_key) and n == len(ready) - 1:
+                # It took the last ready fork: the next call would find none, so the keeper
+                # replaces it now. Otherwise the release does (release()): a refill while the
+                # program runs delays its end (see docs/ARCHITECTURE.md, "refilled at the release").
+                wake_keeper()
             return member
     return None
 
@@ -239,6 +243,8 @@ def release(member: WarmSandbox, ws: Workspace) -> None:
     finally:
         ws.close()
         WarmSandbox.objects.filter(pk=member.pk).delete()
+        if forked(member.language):
+            wake_keeper()  # its replacement, now that the program is over (_take)
 
 
 # -- used by the keeper ----------------------------------------------------------------------

@@ -80,7 +80,7 @@ SANDBOX_LEASE_MARGIN_MS = c.integer("SANDBOX_LEASE_MARGIN_MS", 30000, 1000)
 SANDBOX_FORKSERVER = c.boolean("SANDBOX_FORKSERVER", False)
 # Warm sandboxes started ahead of time, per language (executor/pool.py); "off" for none. With
 # the fork-server a warm sandbox is cheap enough for the interpreted languages too.
-SANDBOX_POOL = c.pool_sizes("SANDBOX_POOL", "py:2,js:1,ts:1,bash:1" if SANDBOX_FORKSERVER and SANDBOX_BACKEND == "bwrap" else "py:2")
+SANDBOX_POOL = c.pool_sizes("SANDBOX_POOL", "py:2,js:2,ts:2,bash:2" if SANDBOX_FORKSERVER and SANDBOX_BACKEND == "bwrap" else "py:2")
 SANDBOX_POOL_MAX_AGE_S = c.integer("SANDBOX_POOL_MAX_AGE_S", 600, 10)
 # The pool refills only in a pause: no execution ended for this long, none still running started
 # in the last 5 s or this long (executor/pool.py, refill_allowed).

@@ -18,7 +18,7 @@ if TEST_BACKEND != "docker":
 # with the fork-server on): the escape suite's bash and js programs run in forks too.
 if os.environ.get("SANDBOX_TEST_FORKSERVER") == "true":
     liveserver.BASE_ENV["SANDBOX_FORKSERVER"] = "true"
-    liveserver.BASE_ENV["SANDBOX_POOL"] = os.environ.get("SANDBOX_TEST_POOL", "py:2,js:1,ts:1,bash:1")
+    liveserver.BASE_ENV["SANDBOX_POOL"] = os.environ.get("SANDBOX_TEST_POOL", "py:2,js:2,ts:2,bash:2")
 SANDBOX_KINDS = {
     "runc": {"SANDBOX_BACKEND": "docker"},
     "runsc": {"SANDBOX_BACKEND": "docker", "SANDBOX_DOCKER_RUNTIME": "runsc"},
