@@ -55,14 +55,11 @@ STORE = BASE_ENV.get("SANDBOX_STORAGE_BACKEND", "local")
 
 
 def mounts_under(folder: Path) -> list[str]:
-    """Mount points at or below `folder` (/proc/self/mountinfo's fifth field, octal escapes undone)."""
+    """Mount points below `folder` (/proc/self/mountinfo's fifth field; a space is \\040 there,
+    as executor/housekeeping.py reads it)."""
     prefix = str(folder).rstrip("/") + "/"
-    points = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        point = line.split()[4].encode().decode("unicode_escape")
-        if point.startswith(prefix):
-            points.append(point)
-    return points
+    points = (line.split()[4].replace("\\040", " ") for line in Path("/proc/self/mountinfo").read_text().splitlines())
+    return [point for point in points if point.startswith(prefix)]
 
 
 def free_port() -> int:

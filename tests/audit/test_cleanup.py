@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.liveserver import Client, LiveServer
+from tests.liveserver import Client, LiveServer, mounts_under
 
 from .conftest import audit_rows, scrape, value, wait_for_rows
 
@@ -190,13 +190,9 @@ def test_cleanup_while_an_execution_runs(cleanup_server):
 
 def running_data_dirs(server: LiveServer) -> list[Path]:
     """/mnt/data of every sandbox of this server that holds input.txt (cold or warm)."""
-    root = str(server.data_dir.resolve())
-    with open("/proc/self/mountinfo") as mounts:
-        points = [Path(line.split()[4]) for line in mounts if line.split()[4].startswith(root + "/")]
+    points = map(Path, mounts_under(server.data_dir.resolve()))
     return [point / "data" for point in points if (point / "data" / "input.txt").exists()]
 
 
 def mounted_areas(server: LiveServer) -> list[str]:
-    root = str(server.storage.resolve())
-    with open("/proc/self/mountinfo") as mounts:
-        return [line.split()[4] for line in mounts if line.split()[4].startswith(root + "/") and "/workspace/exec_" in line]
+    return [point for point in mounts_under(server.storage.resolve()) if "/workspace/exec_" in point]
