@@ -2,12 +2,14 @@
 
 import pytest
 
+from tests.liveserver import paths_under
+
 LONG = "a" * 300 + ".csv"
 
 
 def storage_files(server):
     """Stored files (warm sandboxes' work areas come and go on their own)."""
-    return sorted(p for p in server.storage.rglob("*") if p.is_file() and "/.pool/" not in str(p))
+    return sorted(p for p in paths_under(server.storage) if p.is_file())
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import requests
 
-from tests.liveserver import CANARY_KEY, Client
+from tests.liveserver import CANARY_KEY, Client, paths_under
 
 ID = re.compile(r"^[A-Za-z0-9_-]{21}$")
 
@@ -256,7 +256,7 @@ def test_22_delete_routes(api, server, route):
     assert first.status_code == 200 and first.json()["message"] == "File deleted successfully"
     assert api.delete(path).status_code == 404
     assert api.get(f"/download/{sid}/{fid}").status_code == 404
-    assert not list(server.storage.rglob(f"{fid}*"))
+    assert not [p for p in paths_under(server.storage) if p.name.startswith(fid)]
 
 
 # -- 23-24: errors -------------------------------------------------------------------------

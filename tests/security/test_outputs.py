@@ -12,6 +12,8 @@ import os
 import pytest
 import requests
 
+from tests.liveserver import paths_under
+
 
 @pytest.fixture(autouse=True)
 def server_stays_healthy(sandbox_server):
@@ -73,7 +75,9 @@ def stored_bytes(server) -> int:
     """Blocks used on the host by every stored output (what the disk really holds)."""
     total = 0
     seen = set()
-    for path in server.storage.rglob("outputs/*"):
+    for path in paths_under(server.storage):
+        if path.parent.name != "outputs":
+            continue
         info = path.stat()
         if (info.st_dev, info.st_ino) not in seen:
             seen.add((info.st_dev, info.st_ino))
