@@ -542,6 +542,19 @@ def finish(run: ProgrammaticRun, request, exit_code=None, error: str | None = No
     error, stores outputs only for a completed run, and gives back everything it held."""
     if not claimed:
         ProgrammaticRun.objects.filter(pk=run.pk).update(state="ending", token_hash="")
+    try:
+        return _finish(run, request, exit_code, error, outcome)
+    except BaseException:
+        # An "ending" run is nobody's to reap: had this raised before its release (a database
+        # or file error while reading its outputs or writing its audit), its slot would stay
+        # leased for SANDBOX_PTC_MAX_RUN_S and its sandbox would run on. Give it all back.
+        if ProgrammaticRun.objects.filter(pk=run.pk).exists():
+            log.exception("a programmatic run failed while ending; releasing it", extra={"run": run.id})
+            _release(run, Workspace(work_area(run), 0, 0, run.owner_uid), keep_session=False)
+        raise
+
+
+def _finish(run: ProgrammaticRun, request, exit_code, error: str | None, outcome: str | None) -> dict:
     backend = get_backend()
     stopped = True
     try:
