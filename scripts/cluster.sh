@@ -51,18 +51,18 @@ replicas() { cat "$state/replicas" 2>/dev/null || echo 0; }
 # -- the network ---------------------------------------------------------------------------
 make_ns() {  # name address: a namespace on the hub's bridge
   local name="$1" address="$2"
+  echo "$ns-$name" >>"$state/namespaces"  # first: a step below that fails still leaves it to `down`
   ip netns add "$ns-$name"
   ip -n "$ns-$name" link set lo up
   ip -n "$ns-hub" link add "v$name" type veth peer name eth0 netns "$ns-$name"
   ip -n "$ns-hub" link set "v$name" master br0 up
   ip -n "$ns-$name" addr add "$address/24" dev eth0
   ip -n "$ns-$name" link set eth0 up
-  echo "$ns-$name" >>"$state/namespaces"
 }
 
 make_network() {
-  ip netns add "$ns-hub"
   echo "$ns-hub" >>"$state/namespaces"
+  ip netns add "$ns-hub"
   ip -n "$ns-hub" link set lo up
   ip -n "$ns-hub" link add br0 type bridge
   ip -n "$ns-hub" link set br0 up
@@ -374,11 +374,16 @@ down() {
   for cid in $(docker ps -aq --filter label=org.librechat.codeinterp 2>/dev/null); do
     docker inspect -f '{{range .Mounts}}{{.Source}} {{end}}' "$cid" 2>/dev/null | grep -q "$state/" && docker rm -f "$cid" >/dev/null 2>&1
   done
-  # (no mount left is the usual case: grep then fails, which under pipefail would end the
-  # script here and leave the namespaces and the state dir behind)
-  { findmnt -rn -o TARGET | grep "^$state/" || true; } | sort -r | xargs -r -n1 umount -l
+  # Deepest first; the state dir is compared as a plain prefix (not a regex), and no mount
+  # left, or one gone before its umount, must not end the script (pipefail, set -e) before the
+  # namespaces and the state dir go.
+  findmnt -rn -o TARGET | awk -v prefix="$state/" 'index($0, prefix) == 1' | sort -r | while read -r target; do
+    umount -l "$target" 2>/dev/null || say "could not unmount $target"
+  done
   if [ -f "$state/namespaces" ]; then
-    tac "$state/namespaces" | while read -r name; do ip netns del "$name" 2>/dev/null || true; done
+    tac "$state/namespaces" | while read -r name; do
+      if [ -e "/run/netns/$name" ]; then ip netns del "$name" 2>/dev/null || say "could not delete namespace $name"; fi
+    done
   fi
   rm -rf "$state"
   say "cluster at $state removed"

@@ -66,9 +66,16 @@ def paths_under(root: Path, *, work_areas: bool = False) -> list[Path]:
     """Every folder and file below `root`. A warm sandbox's work area (storage/.pool/<id>) is
     made and removed by the server while a test looks, and pathlib's rglob raises when a folder
     it listed is gone before it enters it (a CI run failed so); os.walk skips such a folder.
-    The work areas are left out unless `work_areas`."""
+    The work areas are left out unless `work_areas`. Any other error fails the walk, so that a
+    "nothing is stored" check cannot pass by not looking."""
+    def vanished_only(error: OSError) -> None:
+        if not isinstance(error, FileNotFoundError) or Path(error.filename) == root:
+            raise error
+
+    if not root.is_dir():
+        raise FileNotFoundError(f"no folder to walk: {root}")
     found = []
-    for folder, subfolders, files in os.walk(root):
+    for folder, subfolders, files in os.walk(root, onerror=vanished_only):
         if not work_areas and Path(folder) == root:
             subfolders[:] = [name for name in subfolders if name != ".pool"]
         found += [Path(folder, name) for name in subfolders + files]
@@ -169,7 +176,7 @@ class LiveServer:
         # A server stopped (or a worker killed) before its teardown thread unmounted a work area
         # leaves that mount in its data dir; its own sweep would take it at its next start, but
         # this data dir has none. Detach what is mounted there, deepest first, then remove it.
-        for point in sorted(mounts_under(self.data_dir), key=len, reverse=True):
+        for point in sorted(mounts_under(self.data_dir.resolve()), key=len, reverse=True):  # the mount table's paths are resolved
             subprocess.run(["umount", "-l", point], capture_output=True, timeout=30)
         shutil.rmtree(self.data_dir, ignore_errors=True)
         if self.data_dir.exists():  # what a test server leaves on the machine is a failure
