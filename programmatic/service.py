@@ -70,6 +70,9 @@ TIMEOUT_DEFAULT_MS, TIMEOUT_MIN_MS, TIMEOUT_MAX_MS = 15_000, 1_000, 300_000
 REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 CHECK_S = 0.05  # how often a step looks at its sandbox and at a cancel
 START_GRACE_S = 1.0
+# How long the worker that marked a run "ending" has to end it (stop, read, store, release: a
+# second or two). Past that its worker is taken to be dead, and the reaper ends the run again.
+ENDING_S = 60
 SLOT_PREFIX = "ptc-"
 
 _spec = importlib.util.spec_from_file_location("ptc_runner", settings.BASE_DIR / "docker" / "executor" / "ptc_runner.py")
@@ -396,7 +399,7 @@ def cancel(data, caller) -> tuple[dict, int]:
         get_backend().standing_stop(run.handle, run.id)  # at once; the request in flight answers the error
     except Exception as error:
         log.warning("cannot stop a cancelled run", extra={"run": run.id, "error": str(error)})
-    if ProgrammaticRun.objects.filter(pk=run.pk, state="waiting").update(state="ending"):
+    if ProgrammaticRun.objects.filter(pk=run.pk, state="waiting").update(state="ending", step_deadline=_ending_by()):
         finish(run, None, error=CANCELLED, claimed=True)  # nobody is in a request for it: end it here
     return {"status": "cancellation_requested"}, 202
 
@@ -540,18 +543,29 @@ def finish(run: ProgrammaticRun, request, exit_code=None, error: str | None = No
            claimed: bool = False) -> dict:
     """Stops the sandbox (nothing of it runs on while its files are read), answers completed or
     error, stores outputs only for a completed run, and gives back everything it held."""
-    if not claimed:
-        ProgrammaticRun.objects.filter(pk=run.pk).update(state="ending", token_hash="")
+    if not claimed and not ProgrammaticRun.objects.filter(pk=run.pk, state__in=("running", "waiting")).update(
+            state="ending", token_hash="", step_deadline=_ending_by()):
+        # The reaper took it first (this worker was more than its grace past the step's
+        # deadline): the reaper ends it, and this request only says so.
+        return {"status": "error", "error": TIME_LIMIT, "stdout": "", "stderr": "", "session_id": run.session_id}
     try:
         return _finish(run, request, exit_code, error, outcome)
     except BaseException:
-        # An "ending" run is nobody's to reap: had this raised before its release (a database
-        # or file error while reading its outputs or writing its audit), its slot would stay
-        # leased for SANDBOX_PTC_MAX_RUN_S and its sandbox would run on. Give it all back.
-        if ProgrammaticRun.objects.filter(pk=run.pk).exists():
-            log.exception("a programmatic run failed while ending; releasing it", extra={"run": run.id})
-            _release(run, Workspace(work_area(run), 0, 0, run.owner_uid), keep_session=False)
+        # Had this raised before the release (a database or file error while reading the
+        # outputs or writing the audit), the slot would stay leased for SANDBOX_PTC_MAX_RUN_S
+        # and the sandbox would run on. Give it all back; if even that fails, the reaper ends
+        # the run once ENDING_S have passed.
+        try:
+            if ProgrammaticRun.objects.filter(pk=run.pk).exists():
+                log.exception("a programmatic run failed while ending; releasing it", extra={"run": run.id})
+                _release(run, Workspace(work_area(run), 0, 0, run.owner_uid), keep_session=False)
+        except Exception:
+            log.exception("cannot release a programmatic run; the reaper ends it", extra={"run": run.id})
         raise
+
+
+def _ending_by():
+    return timezone.now() + timedelta(seconds=ENDING_S)
 
 
 def _finish(run: ProgrammaticRun, request, exit_code, error: str | None, outcome: str | None) -> dict:
@@ -638,17 +652,21 @@ def _audit(run, request, status, body, error, peak, cpu_ms, exit_code=None, file
 
 # -- runs nobody is serving ------------------------------------------------------------------
 def reap_overdue() -> int:
-    """Ends the runs whose client did not continue in time, and those whose worker died in a
-    step (every worker, every second: executor/housekeeping.py)."""
+    """Ends the runs whose client did not continue in time, those whose worker died in a step,
+    and those whose worker died while ending them (every worker, every second:
+    executor/housekeeping.py)."""
     now = timezone.now()
     grace = timedelta(seconds=10)  # a live worker ends its own step at its deadline
     overdue = ProgrammaticRun.objects.filter(
-        Q(state="waiting", step_deadline__lt=now) | Q(state="running", step_deadline__lt=now - grace) | Q(deadline__lt=now - grace),
+        Q(state="waiting", step_deadline__lt=now) | Q(state="running", step_deadline__lt=now - grace)
+        | Q(state="ending", step_deadline__lt=now) | (~Q(state="ending") & Q(deadline__lt=now - grace)),
         host=slots.host(),  # only this server can stop its sandbox and unmount its work area
-    ).exclude(state="ending")
+    )
     ended = 0
     for run in overdue:
-        if ProgrammaticRun.objects.filter(pk=run.pk, state=run.state).update(state="ending"):
+        # (the step deadline too: an "ending" run is taken once, by one reaper)
+        if ProgrammaticRun.objects.filter(pk=run.pk, state=run.state, step_deadline=run.step_deadline).update(
+                state="ending", step_deadline=_ending_by()):
             try:
                 finish(run, None, error=TIME_LIMIT, claimed=True)
             except Exception:

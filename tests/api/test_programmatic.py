@@ -195,6 +195,33 @@ def test_a_client_that_never_continues_costs_at_most_one_timeout(server, api):
     assert health["slots"]["free"] == health["slots"]["total"], health["slots"]
 
 
+def test_a_run_whose_worker_died_while_ending_it_is_ended_by_the_reaper(server, api):
+    """A worker killed between marking a run "ending" and releasing it leaves the row as the
+    UPDATE below does (state "ending", its time to end it past). Before, nothing ever looked at an
+    "ending" run again: its slot stayed leased for SANDBOX_PTC_MAX_RUN_S."""
+    import sqlite3
+    from datetime import datetime, timedelta, timezone
+
+    db_path = sqlite_of(server)
+    start(api, "await get_weather(city='stuck')", body={"timeout": 30000})
+    total = requests.get(server.url + "/health", timeout=10).json()["slots"]["total"]
+    assert requests.get(server.url + "/health", timeout=10).json()["slots"]["free"] < total, "the run holds a slot"
+    past = (datetime.now(timezone.utc) - timedelta(seconds=1)).replace(tzinfo=None).isoformat(sep=" ")
+    with sqlite3.connect(db_path, timeout=20) as db:
+        assert db.execute("UPDATE programmatic_programmaticrun SET state = 'ending', token_hash = '', step_deadline = ?",
+                          (past,)).rowcount == 1
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with sqlite3.connect(db_path, timeout=20) as db:
+            left = db.execute("SELECT count(*) FROM programmatic_programmaticrun").fetchone()[0]
+        slots = requests.get(server.url + "/health", timeout=10).json()["slots"]
+        if left == 0 and slots["free"] == slots["total"]:
+            break
+        time.sleep(0.5)
+    assert left == 0, "the run left ending was never ended"
+    assert slots["free"] == slots["total"], slots
+
+
 @pytest.mark.parametrize("body,message", [
     ({"code": "print(1)", "tools": []}, "tools"),
     ({"code": "", "tools": [WEATHER]}, "code"),
